@@ -1,0 +1,1 @@
+"""Bastion: a self-hosted, security-hardened orchestrator."""

@@ -1,0 +1,391 @@
+"""Settings: read once from the environment (and `.env`), validated once, passed down.
+
+Every problem is collected and reported together, one line each with a stable id, so an
+operator fixes a broken deployment in one pass instead of one restart per mistake.
+Secret settings also accept a `…_FILE` variant (the container-secret convention).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from bastion.errors import BastionError
+
+ENV_PREFIX = "BASTION_"
+MASTER_KEY_FILENAME = "master.key"
+# Settings whose value is a secret: they accept BASTION_<NAME>_FILE, and their value is
+# never echoed in a problem message.
+SECRET_FIELDS = ("master_key", "admin_password", "database_url", "redis_url")
+# BASTION_* variables that are read by tooling, not by the server.
+NOT_SETTINGS = frozenset({"BASTION_REQUIRE_SERVICES", "BASTION_PYTHON"})
+
+
+def _strict_bool(value: object) -> object:
+    # "yes", "on", "t" and friends are typos waiting to happen in a security setting.
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1"):
+            return True
+        if lowered in ("false", "0"):
+            return False
+        raise ValueError("must be true or false")
+    return value
+
+
+StrictBool = Annotated[bool, BeforeValidator(_strict_bool)]
+
+
+def decode_master_key(encoded: str) -> bytes:
+    """Decode a base64 (standard or URL-safe) master key; it must be exactly 32 bytes."""
+    text = encoded.strip()
+    try:
+        raw = base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError("must be 32 bytes encoded as base64 (`bastion init` generates one)")
+    return raw
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True, frozen=True
+    )
+
+    data_dir: Path = Path("bastion-data")
+    database_url: SecretStr | None = None
+    redis_url: SecretStr | None = None
+    master_key: SecretStr | None = None
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    timezone: str = "UTC"
+    proxy_trust_count: int = Field(default=0, ge=0, le=10)
+
+    log_dir: Path | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=64 * 1024, le=1024**3)
+    log_backup_count: int = Field(default=5, ge=0, le=100)
+
+    session_cookie_secure: StrictBool = True
+    acknowledge_plain_http: StrictBool = False
+
+    admin_user: str = Field(default="admin", min_length=1, max_length=64)
+    admin_password: SecretStr | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() has already merged the environment, `.env` and the _FILE
+        # variants; reading os.environ again here would undo its choices.
+        return (init_settings,)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown timezone (use an IANA name such as Europe/Berlin)") from None
+        return value
+
+    @field_validator("master_key")
+    @classmethod
+    def _valid_master_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            decode_master_key(value.get_secret_value())
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _valid_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            normalize_database_url(value.get_secret_value())
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _valid_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_redis_url(value.get_secret_value())
+        return value
+
+    @property
+    def master_key_bytes(self) -> bytes:
+        if self.master_key is None:
+            raise RuntimeError("settings were loaded without a master key")
+        return decode_master_key(self.master_key.get_secret_value())
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url is None:
+            return f"sqlite+aiosqlite:///{(self.data_dir / 'bastion.db').resolve()}"
+        return normalize_database_url(self.database_url.get_secret_value())
+
+    @property
+    def effective_log_dir(self) -> Path:
+        return self.log_dir if self.log_dir is not None else self.data_dir / "logs"
+
+    @property
+    def default_master_key_path(self) -> Path:
+        return self.data_dir / MASTER_KEY_FILENAME
+
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+}
+
+
+def normalize_database_url(url: str) -> str:
+    """Map the accepted spellings onto the async drivers Bastion uses (aiosqlite, psycopg 3)."""
+    try:
+        parsed = make_url(url.strip())
+    except (ArgumentError, ValueError):
+        raise ValueError(
+            "cannot parse the database URL (expected sqlite:///PATH or postgresql://…)"
+        ) from None
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ValueError("unsupported database (use sqlite:///PATH or postgresql://…)")
+    if driver.startswith("sqlite") and not parsed.database:
+        raise ValueError("a SQLite URL needs a file path (sqlite:///PATH)")
+    if driver.startswith("postgresql") and not (parsed.host or parsed.query.get("host")):
+        raise ValueError("a PostgreSQL URL needs a host")
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def _check_redis_url(url: str) -> None:
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("redis", "rediss", "unix") or port == -1:
+        raise ValueError("cannot parse the Redis URL (expected redis://HOST:PORT/DB)")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("a Redis URL needs a host")
+    if parts.scheme == "unix" and not parts.path:
+        raise ValueError("a unix Redis URL needs a socket path")
+    database = parts.path.lstrip("/")
+    if parts.scheme != "unix" and database and not database.isdigit():
+        raise ValueError("the Redis database must be a number")
+
+
+@dataclass(frozen=True)
+class Problem:
+    code: str
+    setting: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.setting}: {self.message}"
+
+
+class ConfigError(BastionError):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def _env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def _code_for(field: str, error_type: str) -> str:
+    if field == "master_key":
+        return "BST-E002"
+    if field == "database_url":
+        return "BST-E003"
+    if field == "redis_url":
+        return "BST-E004"
+    if field == "timezone":
+        return "BST-E005"
+    if error_type.startswith(("int_", "greater_than", "less_than")):
+        return "BST-E006"
+    return "BST-E010"
+
+
+def _message_for(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return "must be a whole number"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']}"
+    if kind == "literal_error":
+        return f"must be one of {ctx['expected']}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind in ("string_too_short", "string_too_long"):
+        return error["msg"].lower()
+    return str(error["msg"])
+
+
+def _read_secret_files(
+    env: Mapping[str, str], problems: list[Problem]
+) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for field in SECRET_FIELDS:
+        name = _env_name(field)
+        file_name = name + "_FILE"
+        path = env.get(file_name)
+        if path is None:
+            continue
+        if env.get(name) is not None:
+            problems.append(Problem("BST-E009", name, f"set either {name} or {file_name}, not both"))
+            continue
+        try:
+            values[field] = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+            problems.append(Problem("BST-E008", file_name, f"cannot read {path}: {reason}"))
+    return values
+
+
+def read_environment(env_file: Path | None = Path(".env")) -> dict[str, str]:
+    """The process environment over the optional `.env` file (the environment wins)."""
+    merged: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    merged.update(os.environ)
+    return merged
+
+
+def _validate(values: Mapping[str, str]) -> tuple[Settings | None, list[Problem], set[str]]:
+    """Build Settings; on failure return one Problem per bad setting (secrets never echoed)."""
+    try:
+        return Settings(**values), [], set()  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems: list[Problem] = []
+        broken: set[str] = set()
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            broken.add(field)
+            message = _message_for(error)
+            if field in values and field not in SECRET_FIELDS:
+                message += f" (got {values[field]!r})"
+            problems.append(Problem(_code_for(field, error["type"]), _env_name(field), message))
+        return None, problems, broken
+
+
+def _cross_checks(settings: Settings) -> tuple[list[Problem], list[Problem]]:
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    if not settings.session_cookie_secure:
+        if settings.acknowledge_plain_http:
+            warnings.append(
+                Problem(
+                    "BST-W001",
+                    "BASTION_SESSION_COOKIE_SECURE",
+                    "session cookies travel without Secure (plain-HTTP deployment acknowledged); "
+                    "terminate TLS in front of Bastion if any hop is untrusted",
+                )
+            )
+        else:
+            problems.append(
+                Problem(
+                    "BST-E007",
+                    "BASTION_SESSION_COOKIE_SECURE",
+                    "false sends session cookies over plain HTTP; set "
+                    "BASTION_ACKNOWLEDGE_PLAIN_HTTP=true to confirm the deployment is HTTP-only",
+                )
+            )
+    if settings.master_key is None and not settings.default_master_key_path.is_file():
+        problems.append(
+            Problem(
+                "BST-E001",
+                "BASTION_MASTER_KEY",
+                "missing: set BASTION_MASTER_KEY or BASTION_MASTER_KEY_FILE, "
+                f"or run `bastion init` to create {settings.default_master_key_path}",
+            )
+        )
+    return problems, warnings
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    settings: Settings
+    warnings: list[Problem]
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, *, require_master_key: bool = True
+) -> LoadedSettings:
+    """Validate the whole configuration; raise ConfigError listing every problem."""
+    if env is None:
+        env = read_environment()
+    problems: list[Problem] = []
+    values: dict[str, str] = {}
+    unknown: list[Problem] = []
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX) or key.endswith("_FILE") or value == "":
+            continue
+        field = key[len(ENV_PREFIX) :].lower()
+        if field in Settings.model_fields:
+            values[field] = value
+        elif key not in NOT_SETTINGS:
+            unknown.append(Problem("BST-W002", key, "unknown setting, ignored (a typo?)"))
+    values.update(_read_secret_files(env, problems))
+    settings, field_problems, broken = _validate(values)
+    problems.extend(field_problems)
+    if settings is None:
+        # Re-validate with the broken settings left at their defaults so the checks that
+        # span several settings still run: every problem is reported in one go.
+        settings, _, _ = _validate({k: v for k, v in values.items() if k not in broken})
+    warnings = unknown
+    if settings is not None:
+        cross_problems, cross_warnings = _cross_checks(settings)
+        if "master_key" in broken:  # malformed, not missing: already reported
+            cross_problems = [p for p in cross_problems if p.code != "BST-E001"]
+        warnings = warnings + cross_warnings
+        if not require_master_key:
+            cross_problems = [p for p in cross_problems if p.code != "BST-E001"]
+        problems.extend(cross_problems)
+    if problems or settings is None:
+        raise ConfigError(problems)
+    if settings.master_key is None and settings.default_master_key_path.is_file():
+        settings = _with_default_master_key(settings)
+    return LoadedSettings(settings, warnings)
+
+
+def _with_default_master_key(settings: Settings) -> Settings:
+    path = settings.default_master_key_path
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+        decode_master_key(text)
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise ConfigError(
+            [Problem("BST-E002", str(path), "must hold 32 bytes encoded as base64")]
+        ) from None
+    return settings.model_copy(update={"master_key": SecretStr(text)})

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.services import PostgresServer, RedisServer, run_postgres, run_redis
+
+_database_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with run_redis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A real, empty Redis."""
+    redis_server.flush()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with run_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh database on a real PostgreSQL server."""
+    return postgres_server.create_database(f"bastion_test_{os.getpid()}_{next(_database_names)}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each storage test runs against both SQLite and a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'bastion.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def master_key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+@pytest.fixture
+def base_env(tmp_path: Path, master_key: str) -> dict[str, str]:
+    """A minimal valid environment: embedded default in a temporary data dir."""
+    return {"BASTION_DATA_DIR": str(tmp_path / "data"), "BASTION_MASTER_KEY": master_key}
