@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import base64
 import itertools
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bastion.logs import configure_logging
 from tests.services import PostgresServer, RedisServer, run_postgres, run_redis
 
 _database_names = itertools.count()
@@ -45,6 +47,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'bastion.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture
+def log_file(tmp_path: Path) -> Iterator[Path]:
+    """Bastion's logging, writing into a temporary directory for this test only."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    path = configure_logging(log_dir=tmp_path / "logs", level="INFO", stream=None)
+    yield path
+    for handler in root.handlers:
+        if handler not in saved[0]:
+            handler.close()
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
 
 
 @pytest.fixture

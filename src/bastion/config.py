@@ -180,7 +180,7 @@ def normalize_database_url(url: str) -> str:
         raise ValueError("a SQLite URL needs a file path (sqlite:///PATH)")
     if driver.startswith("postgresql") and not (parsed.host or parsed.query.get("host")):
         raise ValueError("a PostgreSQL URL needs a host")
-    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+    return str(parsed.set(drivername=driver).render_as_string(hide_password=False))
 
 
 def _check_redis_url(url: str) -> None:
@@ -248,13 +248,11 @@ def _message_for(error: Mapping[str, Any]) -> str:
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
     if kind in ("string_too_short", "string_too_long"):
-        return error["msg"].lower()
+        return str(error["msg"]).lower()
     return str(error["msg"])
 
 
-def _read_secret_files(
-    env: Mapping[str, str], problems: list[Problem]
-) -> dict[str, str]:
+def _read_secret_files(env: Mapping[str, str], problems: list[Problem]) -> dict[str, str]:
     values: dict[str, str] = {}
     for field in SECRET_FIELDS:
         name = _env_name(field)
@@ -263,7 +261,9 @@ def _read_secret_files(
         if path is None:
             continue
         if env.get(name) is not None:
-            problems.append(Problem("BST-E009", name, f"set either {name} or {file_name}, not both"))
+            problems.append(
+                Problem("BST-E009", name, f"set either {name} or {file_name}, not both")
+            )
             continue
         try:
             values[field] = Path(path).read_text(encoding="utf-8").strip()

@@ -1,0 +1,3 @@
+from bastion.cli import app
+
+app(prog_name="bastion")

@@ -1,0 +1,139 @@
+"""The `bastion` command."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bastion.accounts.users import bootstrap_admin
+from bastion.config import ConfigError, LoadedSettings, Settings, load_settings
+from bastion.db import Database
+from bastion.db import migrate as migrations
+from bastion.logs import configure_logging
+
+EXIT_CONFIG = 2
+
+app = typer.Typer(
+    name="bastion",
+    help="Bastion: a self-hosted, security-hardened orchestrator.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _settings(*, require_master_key: bool = True) -> Settings:
+    """Load the configuration or exit with every problem listed, one per line."""
+    try:
+        loaded: LoadedSettings = load_settings(require_master_key=require_master_key)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    for warning in loaded.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    return loaded.settings
+
+
+def _create_master_key(path: Path) -> None:
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    # O_EXCL: never overwrite an existing key (that would make the vault unreadable);
+    # 0600 from the start, so there is no moment where the key is world-readable.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(key + "\n")
+
+
+def _prepare(settings: Settings) -> None:
+    configure_logging(
+        log_dir=settings.effective_log_dir,
+        level=settings.log_level,
+        max_bytes=settings.log_max_bytes,
+        backup_count=settings.log_backup_count,
+        stream=None,
+    )
+    migrations.upgrade(settings.effective_database_url)
+
+
+async def _bootstrap(settings: Settings) -> str | None:
+    db = Database(settings.effective_database_url)
+    try:
+        password = settings.admin_password.get_secret_value() if settings.admin_password else None
+        return await bootstrap_admin(db, settings.admin_user, password)
+    finally:
+        await db.dispose()
+
+
+@app.command()
+def init() -> None:
+    """Prepare the data directory, master key, database and first admin (idempotent)."""
+    settings = _settings(require_master_key=False)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if settings.master_key is None and not settings.default_master_key_path.exists():
+        _create_master_key(settings.default_master_key_path)
+        typer.echo(
+            f"created master key {settings.default_master_key_path} (mode 0600); back it up: "
+            "without it the vault and the audit chain cannot be read"
+        )
+    settings = _settings()
+    _prepare(settings)
+    generated = asyncio.run(_bootstrap(settings))
+    if generated is not None:
+        typer.echo(
+            f"created admin user {settings.admin_user!r}; password (shown once): {generated}"
+        )
+    typer.echo(f"bastion is initialised in {settings.data_dir}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port to listen on.")] = None,
+) -> None:
+    """Run the server (console, API, webhooks and background services)."""
+    import uvicorn
+
+    from bastion.web.app import create_app
+
+    settings = _settings()
+    _prepare(settings)
+    if settings.admin_password is not None:
+        asyncio.run(_bootstrap(settings))
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        loop="uvloop",
+        http="httptools",
+        # Bastion resolves the client address itself from BASTION_PROXY_TRUST_COUNT;
+        # uvicorn's own X-Forwarded-For handling would trust any loopback peer.
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command("check-config")
+def check_config() -> None:
+    """Validate the configuration; print every problem and exit non-zero if there is one."""
+    settings = _settings()
+    database = settings.effective_database_url.split(":", 1)[0]
+    stores = "redis" if settings.redis_url else "memory"
+    typer.echo(f"configuration OK (database: {database}, stores: {stores})")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending database migrations."""
+    settings = _settings()
+    migrations.upgrade(settings.effective_database_url)
+    revision = migrations.current_revision(settings.effective_database_url)
+    typer.echo(f"database schema at revision {revision}")
