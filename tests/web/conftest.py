@@ -4,7 +4,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
 
 from bastion.config import Settings, load_settings
 from bastion.db import migrate as migrations
@@ -18,10 +19,15 @@ def make_settings(env: dict[str, str]) -> Settings:
 
 @asynccontextmanager
 async def serving(
-    app: FastAPI, client: tuple[str, int] = ("198.51.100.7", 40000)
+    app: Starlette, client: tuple[str, int] = ("198.51.100.7", 40000)
 ) -> AsyncIterator[httpx.AsyncClient]:
     """Run the app's lifespan and talk to it in-process, as a client at `client`."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=client)
+    async with app.router.lifespan_context(app) as state:
+
+        async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
+            # What the server does: a copy of the lifespan state in every request.
+            await app({**scope, "state": dict(state or {})}, receive, send)
+
+        transport = httpx.ASGITransport(app=with_state, client=client)
         async with httpx.AsyncClient(transport=transport, base_url="http://bastion.test") as http:
             yield http

@@ -3,6 +3,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from starlette.requests import Request
+
 from bastion.background import BackgroundService
 from bastion.config import load_settings
 from bastion.web.app import create_app
@@ -56,9 +58,10 @@ async def test_unhandled_error_is_a_bare_500_with_headers_and_a_logged_request_i
 ) -> None:
     app = create_app(make_settings(base_env))
 
-    @app.get("/explode")
-    async def explode() -> None:
+    async def explode(request: Request) -> None:
         raise RuntimeError("secret internals: /etc/bastion")
+
+    app.add_route("/explode", explode)
 
     async with serving(app) as http:
         response = await http.get("/explode")
@@ -161,3 +164,15 @@ async def test_background_services_start_with_the_app_and_stop_with_it(
         await asyncio.sleep(0)
         assert events == ["started"]
     assert events == ["started", "stopped"]
+
+
+async def test_the_api_is_mounted_with_its_openapi_document(base_env: dict[str, str]) -> None:
+    async with serving(create_app(make_settings(base_env))) as http:
+        spec = await http.get("/api/v1/openapi.json")
+        missing = await http.get("/api/v1/no-such-resource")
+    assert spec.status_code == 200
+    assert spec.json()["info"]["title"] == "Bastion API"
+    assert_hardened(spec.headers)
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "not_found"
+    assert_hardened(missing.headers)

@@ -6,26 +6,19 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 log = logging.getLogger("bastion.health")
 
 CHECK_TIMEOUT = 2.0
 
-router = APIRouter()
-
-
 _OK = b'{"status":"ok"}'
 
 
 async def healthz(request: Request) -> Response:
-    # A plain Starlette route: load balancers call this constantly, and it needs none of
-    # FastAPI's validation or serialisation.
     return Response(_OK, media_type="application/json")
-
-
-router.add_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
 
 
 async def _check(name: str, probe: Callable[[], Awaitable[None]]) -> dict[str, str]:
@@ -43,9 +36,8 @@ async def _check(name: str, probe: Callable[[], Awaitable[None]]) -> dict[str, s
     return {"status": "ok"}
 
 
-@router.get("/readyz", include_in_schema=False)
 async def readyz(request: Request) -> JSONResponse:
-    services = request.app.state.services
+    services = request.state.services
     probes: dict[str, Callable[[], Awaitable[None]]] = {"database": services.db.ping}
     if services.stores.backend == "redis":
         probes["redis"] = services.stores.kv.ping
@@ -56,3 +48,6 @@ async def readyz(request: Request) -> JSONResponse:
         {"status": "ok" if ready else "unavailable", "checks": checks},
         status_code=200 if ready else 503,
     )
+
+
+routes = [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]

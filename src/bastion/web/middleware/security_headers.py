@@ -40,11 +40,16 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in _OURS]
-                headers.extend(_ALWAYS)
+                headers = list(_ALWAYS)
+                cache_policy = False
+                for name, value in message.get("headers", ()):
+                    lowered = name.lower()
+                    if lowered not in _OURS:
+                        headers.append((name, value))
+                        cache_policy = cache_policy or lowered == b"cache-control"
                 # Anything not explicitly cacheable (static assets opt in) may hold
                 # session-specific data: keep it out of shared and browser caches.
-                if not any(k.lower() == b"cache-control" for k, _ in headers):
+                if not cache_policy:
                     headers.append(_NO_STORE)
                 # HSTS only over HTTPS (RFC 6797 §7.2), as seen through trusted hops.
                 if https:
