@@ -154,3 +154,26 @@ def test_bad_command_line_is_refused_with_a_message(tmp_path: Path, args: list[s
     assert result.returncode == 2
     assert result.stderr.strip()
     assert "Traceback" not in result.stderr
+
+
+def test_the_readme_run_command_starts_bastion_on_the_embedded_default(tmp_path: Path) -> None:
+    # scripts/serve as a user runs it, from a copy of the checkout (the venv is reused).
+    root = Path(__file__).resolve().parent.parent
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    proc = subprocess.Popen(
+        [str(root / "scripts" / "serve"), "--port", str(port)],
+        cwd=tmp_path,
+        env={**clean, "BASTION_DATA_DIR": str(tmp_path / "bastion-data")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: port_open(port), timeout=60, what="scripts/serve")
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    assert b"password (shown once)" in out
+    assert stat.S_IMODE((tmp_path / "bastion-data" / "master.key").stat().st_mode) == 0o600
