@@ -92,7 +92,7 @@ def test_init_creates_a_private_key_database_and_prints_the_admin_password_once(
     key = data / "master.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
-    assert (data / "bastion.db").is_file()
+    assert stat.S_IMODE((data / "bastion.db").stat().st_mode) == 0o600
     assert stat.S_IMODE((data / "logs").stat().st_mode) == 0o700
     password_lines = [line for line in first.stdout.splitlines() if "shown once" in line]
     assert len(password_lines) == 1

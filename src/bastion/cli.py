@@ -30,6 +30,8 @@ app = typer.Typer(
 
 def _settings(*, require_master_key: bool = True) -> Settings:
     """Load the configuration or exit with every problem listed, one per line."""
+    # Everything Bastion writes (database, logs, keys) is for its own user only.
+    os.umask(0o077)
     try:
         loaded: LoadedSettings = load_settings(require_master_key=require_master_key)
     except ConfigError as exc:
