@@ -83,6 +83,10 @@ class Settings(BaseSettings):
 
     session_cookie_secure: StrictBool = True
     acknowledge_plain_http: StrictBool = False
+    session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    session_absolute_hours: int = Field(default=12, ge=1, le=30 * 24)
+    login_csrf_ttl_seconds: int = Field(default=900, ge=30, le=24 * 3600)
+    login_max_failures: int = Field(default=5, ge=1, le=100)
 
     admin_user: str = Field(default="admin", min_length=1, max_length=64)
     admin_password: SecretStr | None = None

@@ -19,7 +19,9 @@ def make_settings(env: dict[str, str]) -> Settings:
 
 @asynccontextmanager
 async def serving(
-    app: Starlette, client: tuple[str, int] = ("198.51.100.7", 40000)
+    app: Starlette,
+    client: tuple[str, int] = ("198.51.100.7", 40000),
+    base_url: str = "http://bastion.test",
 ) -> AsyncIterator[httpx.AsyncClient]:
     """Run the app's lifespan and talk to it in-process, as a client at `client`."""
     async with app.router.lifespan_context(app) as state:
@@ -29,5 +31,5 @@ async def serving(
             await app({**scope, "state": dict(state or {})}, receive, send)
 
         transport = httpx.ASGITransport(app=with_state, client=client)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bastion.test") as http:
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
             yield http

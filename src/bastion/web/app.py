@@ -9,7 +9,7 @@ a third of the throughput of a bare endpoint). The JSON API is a FastAPI app mou
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -23,10 +23,17 @@ from bastion.db import Database
 from bastion.stores import Stores, open_stores
 from bastion.web import health
 from bastion.web.api import create_api
+from bastion.web.auth import routes as auth_routes
+from bastion.web.auth.captcha import new_answer
+from bastion.web.auth.credentials import CredentialChecker
+from bastion.web.auth.sessions import SessionManager
+from bastion.web.auth.throttle import LoginThrottle
 from bastion.web.errors import install_error_handlers
 from bastion.web.middleware.client_ip import ClientIPMiddleware
 from bastion.web.middleware.request_context import RequestContextMiddleware
 from bastion.web.middleware.security_headers import SecurityHeadersMiddleware
+from bastion.web.static_files import CachedStaticFiles
+from bastion.web.templates import STATIC_DIR
 
 log = logging.getLogger("bastion.app")
 
@@ -38,6 +45,10 @@ class Services:
     settings: Settings
     db: Database
     stores: Stores
+    sessions: SessionManager
+    throttle: LoginThrottle
+    credentials: CredentialChecker
+    captcha_answers: Callable[[], str]
 
 
 class BastionApp(Starlette):
@@ -56,7 +67,15 @@ class BastionApp(Starlette):
         )
 
 
-def create_app(settings: Settings, *, background: Sequence[BackgroundService] = ()) -> BastionApp:
+def create_app(
+    settings: Settings,
+    *,
+    background: Sequence[BackgroundService] = (),
+    captcha_answers: Callable[[], str] = new_answer,
+) -> BastionApp:
+    """The application. `captcha_answers` exists so tests can know the answers they must
+    type; there is deliberately no setting that changes it."""
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
         db = Database(settings.effective_database_url)
@@ -67,7 +86,23 @@ def create_app(settings: Settings, *, background: Sequence[BackgroundService] = 
         try:
             # Lifespan state: the server copies it into every request's scope, mounted
             # apps included.
-            yield {"services": Services(settings=settings, db=db, stores=stores)}
+            yield {
+                "services": Services(
+                    settings=settings,
+                    db=db,
+                    stores=stores,
+                    sessions=SessionManager(
+                        stores.kv,
+                        idle_seconds=settings.session_idle_minutes * 60,
+                        absolute_seconds=settings.session_absolute_hours * 3600,
+                    ),
+                    throttle=LoginThrottle(
+                        stores.limiter, max_failures=settings.login_max_failures
+                    ),
+                    credentials=CredentialChecker(db),
+                    captcha_answers=captcha_answers,
+                )
+            }
         finally:
             await supervisor.stop()
             await stores.aclose()
@@ -76,7 +111,17 @@ def create_app(settings: Settings, *, background: Sequence[BackgroundService] = 
 
     app = BastionApp(
         trust_count=settings.proxy_trust_count,
-        routes=[*health.routes, Mount("/api/v1", app=create_api())],
+        routes=[
+            *health.routes,
+            *auth_routes.routes,
+            Mount(
+                "/static",
+                app=CachedStaticFiles(
+                    directory=str(STATIC_DIR), cache_control="public, max-age=3600"
+                ),
+            ),
+            Mount("/api/v1", app=create_api()),
+        ],
         lifespan=lifespan,
     )
     install_error_handlers(app)

@@ -1,0 +1,190 @@
+"""Sign-in, captcha and sign-out pages."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from bastion.web.auth import captcha_store, login_tokens
+from bastion.web.auth.csrf import origin_problem, token_problem
+from bastion.web.auth.guard import cookie_name, current_session
+from bastion.web.auth.redirects import safe_next
+from bastion.web.forms import read_form
+from bastion.web.templates import templates
+
+security_log = logging.getLogger("bastion.security.auth")
+
+# One message for every credential failure: never which of user, password or captcha.
+FAILED = "Sign-in failed: check the username, the password and the characters in the picture."
+EXPIRED = "The sign-in form expired. Please try again."
+THROTTLED = "Too many failed attempts. Try again in {seconds} seconds."
+PAGE_LOADS_PER_IP = "30/minute"  # each page load draws a captcha (CPU)
+
+_FIELD_LIMITS = {"username": 256, "password": 1024, "captcha": 64, "next": 2000}
+
+
+def _client_ip(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("client_ip", "0.0.0.0"))  # noqa: S104
+
+
+async def _login_form(
+    request: Request,
+    *,
+    status: int = 200,
+    message: str = "",
+    next_path: str = "/",
+    headers: dict[str, str] | None = None,
+) -> Response:
+    services = request.state.services
+    if not await services.stores.limiter.hit(PAGE_LOADS_PER_IP, "login-page", _client_ip(request)):
+        raise HTTPException(429, "too many requests", headers={"Retry-After": "60"})
+    token = await login_tokens.issue(services.stores.kv, services.settings.login_csrf_ttl_seconds)
+    nonce = await captcha_store.issue(services.stores.kv, services.captcha_answers)
+    return templates.TemplateResponse(
+        request,
+        "login.html",
+        {"login_token": token, "captcha_nonce": nonce, "next": next_path, "message": message},
+        status_code=status,
+        headers=headers,
+    )
+
+
+async def login_page(request: Request) -> Response:
+    next_path = safe_next(request.query_params.get("next"))
+    if await current_session(request) is not None:
+        return RedirectResponse(next_path, status_code=303)
+    return await _login_form(request, next_path=next_path)
+
+
+async def login(request: Request) -> Response:
+    services = request.state.services
+    kv = services.stores.kv
+    form = await read_form(request)
+    for name, limit in _FIELD_LIMITS.items():
+        if len(form.get(name, "")) > limit:
+            raise HTTPException(400, f"field {name!r} is longer than {limit} characters")
+    client_ip = _client_ip(request)
+    username = form.get("username", "")
+    next_path = safe_next(form.get("next"))
+
+    # The token is spent whatever happens next, so a captured form cannot be replayed.
+    if not await login_tokens.consume(kv, form.get("csrf_token")):
+        await captcha_store.discard(kv, form.get("captcha_nonce"))
+        security_log.warning(
+            "sign-in refused from %s: login token missing, reused or expired", client_ip
+        )
+        return await _login_form(request, status=400, message=EXPIRED, next_path=next_path)
+
+    wait = await services.throttle.retry_after(client_ip, username)
+    if wait is not None:
+        await captcha_store.discard(kv, form.get("captcha_nonce"))
+        security_log.warning("sign-in throttled for %r from %s (%s s)", username, client_ip, wait)
+        return await _login_form(
+            request,
+            status=429,
+            message=THROTTLED.format(seconds=wait),
+            next_path=next_path,
+            headers={"Retry-After": str(wait)},
+        )
+
+    # Both checks always run, so timing tells nothing about which one failed (a
+    # captcha-correctness oracle would help train a solver).
+    captcha_ok = await captcha_store.verify(kv, form.get("captcha_nonce"), form.get("captcha"))
+    user = await services.credentials.check(username, form.get("password", ""))
+    if not captcha_ok or user is None:
+        await services.throttle.failed(client_ip, username)
+        reason = "wrong captcha" if not captcha_ok else "wrong username or password"
+        security_log.warning("sign-in failed for %r from %s: %s", username, client_ip, reason)
+        return await _login_form(request, status=401, message=FAILED, next_path=next_path)
+
+    await services.throttle.succeeded(client_ip, username)
+    previous = request.cookies.get(cookie_name(services.settings))
+    if previous:
+        await services.sessions.delete(previous)
+    session = await services.sessions.create(
+        user_id=user.id, username=user.username, is_admin=user.is_admin
+    )
+    security_log.info("sign-in succeeded for %r from %s", user.username, client_ip)
+    response = RedirectResponse(next_path, status_code=303)
+    response.set_cookie(
+        cookie_name(services.settings),
+        session.id,
+        path="/",
+        secure=services.settings.session_cookie_secure,
+        httponly=True,
+        samesite="lax",
+    )
+    return response
+
+
+async def refresh_captcha(request: Request) -> Response:
+    kv = request.state.services.stores.kv
+    form = await read_form(request)
+    if not await login_tokens.consume(kv, form.get("csrf_token")):
+        raise HTTPException(400, "login token missing, reused or expired")
+    await captcha_store.discard(kv, form.get("captcha_nonce"))
+    token = await login_tokens.issue(kv, request.state.services.settings.login_csrf_ttl_seconds)
+    nonce = await captcha_store.issue(kv, request.state.services.captcha_answers)
+    return JSONResponse({"csrf_token": token, "captcha_nonce": nonce})
+
+
+async def captcha_image(request: Request) -> Response:
+    kind = request.path_params["kind"]
+    data = await captcha_store.image(
+        request.state.services.stores.kv, request.path_params["nonce"], kind
+    )
+    if data is None:
+        raise HTTPException(404, "no such captcha")
+    media_type = "image/png" if kind == "png" else "image/svg+xml"
+    return Response(data, media_type=media_type, headers={"cache-control": "no-store"})
+
+
+async def logout(request: Request) -> Response:
+    services = request.state.services
+    session = await current_session(request)
+    if session is None:
+        return RedirectResponse("/login", status_code=303)
+    presented = request.headers.get("x-csrf-token")
+    if presented is None and request.headers.get("content-type"):
+        presented = (await read_form(request)).get("csrf_token")
+    problem = origin_problem(request) or token_problem(session.csrf_token, presented)
+    if problem is not None:
+        security_log.warning(
+            "sign-out refused for %r from %s: %s", session.username, _client_ip(request), problem
+        )
+        raise HTTPException(403, problem)
+    await services.sessions.delete(session.id)
+    security_log.info("signed out %r from %s", session.username, _client_ip(request))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(
+        cookie_name(services.settings),
+        path="/",
+        secure=services.settings.session_cookie_secure,
+        httponly=True,
+        samesite="lax",
+    )
+    return response
+
+
+async def home(request: Request) -> Response:
+    session = await current_session(request)
+    if session is None:
+        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+    return templates.TemplateResponse(
+        request, "home.html", {"session": session, "csrf_token": session.csrf_token}
+    )
+
+
+routes = [
+    Route("/login", login_page, methods=["GET"]),
+    Route("/login", login, methods=["POST"]),
+    Route("/login/captcha", refresh_captcha, methods=["POST"]),
+    Route("/login/captcha/{nonce}.{kind}", captcha_image, methods=["GET"]),
+    Route("/logout", logout, methods=["POST"]),
+    Route("/", home, methods=["GET"]),
+]
