@@ -15,12 +15,15 @@ from tests.services import free_port, port_open, wait_until
 BASTION = [sys.executable, "-m", "bastion"]
 
 
-def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], env: dict[str, str], cwd: Path, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
     return subprocess.run(
         [*BASTION, *args],
         env={**clean, **env},
         cwd=cwd,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,

@@ -12,12 +12,11 @@ from typing import Annotated
 import typer
 
 from bastion.accounts.users import bootstrap_admin
-from bastion.config import ConfigError, LoadedSettings, Settings, load_settings
+from bastion.cli_setup import prepare, settings_or_exit
+from bastion.cli_users import app as users_app
+from bastion.config import Settings
 from bastion.db import Database
 from bastion.db import migrate as migrations
-from bastion.logs import configure_logging
-
-EXIT_CONFIG = 2
 
 app = typer.Typer(
     name="bastion",
@@ -28,21 +27,6 @@ app = typer.Typer(
 )
 
 
-def _settings(*, require_master_key: bool = True) -> Settings:
-    """Load the configuration or exit with every problem listed, one per line."""
-    # Everything Bastion writes (database, logs, keys) is for its own user only.
-    os.umask(0o077)
-    try:
-        loaded: LoadedSettings = load_settings(require_master_key=require_master_key)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(str(problem), err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
-    for warning in loaded.warnings:
-        typer.echo(f"warning: {warning}", err=True)
-    return loaded.settings
-
-
 def _create_master_key(path: Path) -> None:
     key = base64.b64encode(secrets.token_bytes(32)).decode()
     # O_EXCL: never overwrite an existing key (that would make the vault unreadable);
@@ -50,17 +34,6 @@ def _create_master_key(path: Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(key + "\n")
-
-
-def _prepare(settings: Settings) -> None:
-    configure_logging(
-        log_dir=settings.effective_log_dir,
-        level=settings.log_level,
-        max_bytes=settings.log_max_bytes,
-        backup_count=settings.log_backup_count,
-        stream=None,
-    )
-    migrations.upgrade(settings.effective_database_url)
 
 
 async def _bootstrap(settings: Settings) -> str | None:
@@ -75,7 +48,7 @@ async def _bootstrap(settings: Settings) -> str | None:
 @app.command()
 def init() -> None:
     """Prepare the data directory, master key, database and first admin (idempotent)."""
-    settings = _settings(require_master_key=False)
+    settings = settings_or_exit(require_master_key=False)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if settings.master_key is None and not settings.default_master_key_path.exists():
         _create_master_key(settings.default_master_key_path)
@@ -83,8 +56,8 @@ def init() -> None:
             f"created master key {settings.default_master_key_path} (mode 0600); back it up: "
             "without it the vault and the audit chain cannot be read"
         )
-    settings = _settings()
-    _prepare(settings)
+    settings = settings_or_exit()
+    prepare(settings)
     generated = asyncio.run(_bootstrap(settings))
     if generated is not None:
         typer.echo(
@@ -103,8 +76,8 @@ def serve(
 
     from bastion.web.app import create_app
 
-    settings = _settings()
-    _prepare(settings)
+    settings = settings_or_exit()
+    prepare(settings)
     if settings.admin_password is not None:
         asyncio.run(_bootstrap(settings))
     uvicorn.run(
@@ -126,16 +99,19 @@ def serve(
 @app.command("check-config")
 def check_config() -> None:
     """Validate the configuration; print every problem and exit non-zero if there is one."""
-    settings = _settings()
+    settings = settings_or_exit()
     database = settings.effective_database_url.split(":", 1)[0]
     stores = "redis" if settings.redis_url else "memory"
     typer.echo(f"configuration OK (database: {database}, stores: {stores})")
 
 
+app.add_typer(users_app, name="users")
+
+
 @app.command()
 def migrate() -> None:
     """Apply pending database migrations."""
-    settings = _settings()
+    settings = settings_or_exit()
     migrations.upgrade(settings.effective_database_url)
     revision = migrations.current_revision(settings.effective_database_url)
     typer.echo(f"database schema at revision {revision}")

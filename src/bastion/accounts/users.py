@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bastion.crypto.passwords import hash_password
 from bastion.db import Database
 from bastion.db.tables import User
-from bastion.errors import Conflict, InvalidInput
+from bastion.db.types import utcnow
+from bastion.errors import Conflict, InvalidInput, NotFound
 
 # Usernames show up in logs, audit records and URLs: keep them to a boring alphabet.
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -66,3 +67,27 @@ async def bootstrap_admin(db: Database, username: str, password: str | None) -> 
             password = generated = generate_password()
         await create_user(session, username, password, is_admin=True)
     return generated
+
+
+async def get_user(session: AsyncSession, username: str) -> User:
+    user = await session.scalar(select(User).where(User.username == normalize_username(username)))
+    if user is None:
+        raise NotFound(f"no user {username.strip().lower()!r}")
+    return user
+
+
+async def list_users(session: AsyncSession) -> list[User]:
+    return list(await session.scalars(select(User).order_by(User.username)))
+
+
+async def set_password(session: AsyncSession, username: str, password: str) -> User:
+    user = await get_user(session, username)
+    user.password_hash = hash_password(password)
+    user.password_changed_at = utcnow()
+    return user
+
+
+async def set_disabled(session: AsyncSession, username: str, disabled: bool) -> User:
+    user = await get_user(session, username)
+    user.disabled = disabled
+    return user
