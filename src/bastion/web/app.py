@@ -21,7 +21,7 @@ from bastion.background import BackgroundService, Supervisor
 from bastion.config import Settings
 from bastion.db import Database
 from bastion.stores import Stores, open_stores
-from bastion.web import health
+from bastion.web import csp_report, health
 from bastion.web.api import create_api
 from bastion.web.auth import routes as auth_routes
 from bastion.web.auth.captcha import new_answer
@@ -114,6 +114,7 @@ def create_app(
         routes=[
             *health.routes,
             *auth_routes.routes,
+            *csp_report.routes,
             Mount(
                 "/static",
                 app=CachedStaticFiles(
