@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bastion.web.forms import read_body
+from bastion.web.middleware.client_ip import client_ip
 
 log = logging.getLogger("bastion.security.csp")
 
@@ -70,8 +71,8 @@ def _reports(content_type: str, body: bytes) -> list[dict[str, str]]:
 
 async def csp_report(request: Request) -> Response:
     services = request.state.services
-    client_ip = str(request.scope.get("state", {}).get("client_ip", "0.0.0.0"))  # noqa: S104
-    if not await services.stores.limiter.hit(REPORTS_PER_IP, "csp-report", client_ip):
+    address = client_ip(request)
+    if not await services.stores.limiter.hit(REPORTS_PER_IP, "csp-report", address):
         raise HTTPException(429, "too many reports", headers={"Retry-After": "60"})
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ("application/csp-report", "application/reports+json"):
@@ -79,7 +80,7 @@ async def csp_report(request: Request) -> Response:
     body = await read_body(request, MAX_BODY)
     for report in _reports(content_type, body):
         log.warning(
-            "CSP violation reported from %s: %s", client_ip, json.dumps(report, sort_keys=True)
+            "CSP violation reported from %s: %s", address, json.dumps(report, sort_keys=True)
         )
     return Response(status_code=204)
 

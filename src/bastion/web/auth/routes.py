@@ -15,6 +15,7 @@ from bastion.web.auth.csrf import origin_problem, token_problem
 from bastion.web.auth.guard import cookie_name, current_session
 from bastion.web.auth.redirects import safe_next
 from bastion.web.forms import read_form
+from bastion.web.middleware.client_ip import client_ip
 from bastion.web.templates import templates
 
 security_log = logging.getLogger("bastion.security.auth")
@@ -28,10 +29,6 @@ PAGE_LOADS_PER_IP = "30/minute"  # each page load draws a captcha (CPU)
 _FIELD_LIMITS = {"username": 256, "password": 1024, "captcha": 64, "next": 2000}
 
 
-def _client_ip(request: Request) -> str:
-    return str(request.scope.get("state", {}).get("client_ip", "0.0.0.0"))  # noqa: S104
-
-
 async def _login_form(
     request: Request,
     *,
@@ -41,7 +38,7 @@ async def _login_form(
     headers: dict[str, str] | None = None,
 ) -> Response:
     services = request.state.services
-    if not await services.stores.limiter.hit(PAGE_LOADS_PER_IP, "login-page", _client_ip(request)):
+    if not await services.stores.limiter.hit(PAGE_LOADS_PER_IP, "login-page", client_ip(request)):
         raise HTTPException(429, "too many requests", headers={"Retry-After": "60"})
     token = await login_tokens.issue(services.stores.kv, services.settings.login_csrf_ttl_seconds)
     nonce = await captcha_store.issue(services.stores.kv, services.captcha_answers)
@@ -68,7 +65,7 @@ async def login(request: Request) -> Response:
     for name, limit in _FIELD_LIMITS.items():
         if len(form.get(name, "")) > limit:
             raise HTTPException(400, f"field {name!r} is longer than {limit} characters")
-    client_ip = _client_ip(request)
+    address = client_ip(request)
     username = form.get("username", "")
     next_path = safe_next(form.get("next"))
 
@@ -76,14 +73,14 @@ async def login(request: Request) -> Response:
     if not await login_tokens.consume(kv, form.get("csrf_token")):
         await captcha_store.discard(kv, form.get("captcha_nonce"))
         security_log.warning(
-            "sign-in refused from %s: login token missing, reused or expired", client_ip
+            "sign-in refused from %s: login token missing, reused or expired", address
         )
         return await _login_form(request, status=400, message=EXPIRED, next_path=next_path)
 
-    wait = await services.throttle.retry_after(client_ip, username)
+    wait = await services.throttle.retry_after(address, username)
     if wait is not None:
         await captcha_store.discard(kv, form.get("captcha_nonce"))
-        security_log.warning("sign-in throttled for %r from %s (%s s)", username, client_ip, wait)
+        security_log.warning("sign-in throttled for %r from %s (%s s)", username, address, wait)
         return await _login_form(
             request,
             status=429,
@@ -97,19 +94,19 @@ async def login(request: Request) -> Response:
     captcha_ok = await captcha_store.verify(kv, form.get("captcha_nonce"), form.get("captcha"))
     user = await services.credentials.check(username, form.get("password", ""))
     if not captcha_ok or user is None:
-        await services.throttle.failed(client_ip, username)
+        await services.throttle.failed(address, username)
         reason = "wrong captcha" if not captcha_ok else "wrong username or password"
-        security_log.warning("sign-in failed for %r from %s: %s", username, client_ip, reason)
+        security_log.warning("sign-in failed for %r from %s: %s", username, address, reason)
         return await _login_form(request, status=401, message=FAILED, next_path=next_path)
 
-    await services.throttle.succeeded(client_ip, username)
+    await services.throttle.succeeded(address, username)
     previous = request.cookies.get(cookie_name(services.settings))
     if previous:
         await services.sessions.delete(previous)
     session = await services.sessions.create(
         user_id=user.id, username=user.username, is_admin=user.is_admin
     )
-    security_log.info("sign-in succeeded for %r from %s", user.username, client_ip)
+    security_log.info("sign-in succeeded for %r from %s", user.username, address)
     response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(
         cookie_name(services.settings),
@@ -155,11 +152,11 @@ async def logout(request: Request) -> Response:
     problem = origin_problem(request) or token_problem(session.csrf_token, presented)
     if problem is not None:
         security_log.warning(
-            "sign-out refused for %r from %s: %s", session.username, _client_ip(request), problem
+            "sign-out refused for %r from %s: %s", session.username, client_ip(request), problem
         )
         raise HTTPException(403, problem)
     await services.sessions.delete(session.id)
-    security_log.info("signed out %r from %s", session.username, _client_ip(request))
+    security_log.info("signed out %r from %s", session.username, client_ip(request))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(
         cookie_name(services.settings),

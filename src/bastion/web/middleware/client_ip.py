@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 UNKNOWN = "0.0.0.0"  # noqa: S104 - a placeholder address, never bound
@@ -56,6 +57,11 @@ def resolve_client(scope: Scope, trust_count: int) -> tuple[str, str]:
     if protos and protos[-1].lower() in ("http", "https"):
         scheme = protos[-1].lower()
     return client, scheme
+
+
+def client_ip(request: HTTPConnection) -> str:
+    """The address ClientIPMiddleware resolved for this request."""
+    return str(request.scope.get("state", {}).get("client_ip", UNKNOWN))
 
 
 class ClientIPMiddleware:
