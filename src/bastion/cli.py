@@ -72,28 +72,14 @@ def serve(
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port to listen on.")] = None,
 ) -> None:
     """Run the server (console, API, webhooks and background services)."""
-    import uvicorn
-
+    from bastion.web import server
     from bastion.web.app import create_app
 
     settings = settings_or_exit()
     prepare(settings)
     if settings.admin_password is not None:
         asyncio.run(_bootstrap(settings))
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        loop="uvloop",
-        http="httptools",
-        # Bastion resolves the client address itself from BASTION_PROXY_TRUST_COUNT;
-        # uvicorn's own X-Forwarded-For handling would trust any loopback peer.
-        proxy_headers=False,
-        server_header=False,
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=10,
-    )
+    server.run(create_app(settings), host=host or settings.host, port=port or settings.port)
 
 
 @app.command("check-config")
