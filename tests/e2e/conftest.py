@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 import shutil
@@ -40,8 +41,7 @@ class RunningBastion:
         return (self.data_dir / "logs" / "bastion.log").read_text()
 
 
-@pytest.fixture
-def bastion(tmp_path: Path) -> Iterator[RunningBastion]:
+def bastion_env(tmp_path: Path, **extra: str) -> tuple[dict[str, str], str]:
     password = secrets.token_urlsafe(16)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("BASTION_")},
@@ -51,6 +51,7 @@ def bastion(tmp_path: Path) -> Iterator[RunningBastion]:
         # The browser talks to http://127.0.0.1: cookies cannot be Secure there.
         "BASTION_SESSION_COOKIE_SECURE": "false",
         "BASTION_ACKNOWLEDGE_PLAIN_HTTP": "true",
+        **extra,
     }
     subprocess.run(
         [sys.executable, "-m", "bastion", "init"],
@@ -59,10 +60,18 @@ def bastion(tmp_path: Path) -> Iterator[RunningBastion]:
         check=True,
         capture_output=True,
     )
+    return env, password
+
+
+@contextlib.contextmanager
+def running_bastion(
+    env: dict[str, str], password: str, workdir: Path, name: str = "server"
+) -> Iterator[RunningBastion]:
+    """A real server process (the production app) with a recording captcha provider."""
     port = free_port()
-    answers = tmp_path / "answers.txt"
+    answers = workdir / f"{name}-answers.txt"
     answers.touch()
-    with (tmp_path / "server.err").open("wb") as err:
+    with (workdir / f"{name}.err").open("wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.e2e.server", str(port), str(answers)],
             env=env,
@@ -72,9 +81,18 @@ def bastion(tmp_path: Path) -> Iterator[RunningBastion]:
         )
         try:
             wait_until(lambda: port_open(port), timeout=30, what="bastion server")
-            yield RunningBastion(f"http://127.0.0.1:{port}", tmp_path / "data", answers, password)
+            yield RunningBastion(
+                f"http://127.0.0.1:{port}", Path(env["BASTION_DATA_DIR"]), answers, password
+            )
         finally:
             stop_process(proc)
+
+
+@pytest.fixture
+def bastion(tmp_path: Path) -> Iterator[RunningBastion]:
+    env, password = bastion_env(tmp_path)
+    with running_bastion(env, password, tmp_path) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
