@@ -121,7 +121,7 @@ def test_init_takes_the_admin_password_from_the_environment(tmp_path: Path) -> N
 def test_migrate_reports_the_schema_revision(tmp_path: Path, master_key: str) -> None:
     result = run(["migrate"], {"BASTION_MASTER_KEY": master_key}, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "database schema at revision 0001"
+    assert result.stdout.strip() == "database schema at revision 0002"
 
 
 def test_serve_on_the_embedded_default_answers_healthz_and_stops_cleanly(tmp_path: Path) -> None:

@@ -152,3 +152,20 @@ def test_utc_helper_is_aware() -> None:
     from bastion.db.types import utcnow
 
     assert utcnow().tzinfo == UTC
+
+
+def test_migrations_build_exactly_the_schema_the_models_describe(database_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    from bastion.db.tables import Base
+
+    migrations.upgrade(database_url)
+    engine = create_engine(migrations.sync_url(database_url))
+    try:
+        with engine.connect() as conn:
+            differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        engine.dispose()
+    assert differences == []
