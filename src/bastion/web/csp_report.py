@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bastion.web.access import declare
 from bastion.web.forms import read_body
 from bastion.web.middleware.client_ip import client_ip
 
@@ -69,6 +70,7 @@ def _reports(content_type: str, body: bytes) -> list[dict[str, str]]:
     ]
 
 
+@declare("public")
 async def csp_report(request: Request) -> Response:
     services = request.state.services
     address = client_ip(request)

@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bastion.web.access import declare
+
 log = logging.getLogger("bastion.health")
 
 CHECK_TIMEOUT = 2.0
@@ -17,6 +19,7 @@ CHECK_TIMEOUT = 2.0
 _OK = b'{"status":"ok"}'
 
 
+@declare("public")
 async def healthz(request: Request) -> Response:
     return Response(_OK, media_type="application/json")
 
@@ -36,6 +39,7 @@ async def _check(name: str, probe: Callable[[], Awaitable[None]]) -> dict[str, s
     return {"status": "ok"}
 
 
+@declare("public")
 async def readyz(request: Request) -> JSONResponse:
     services = request.state.services
     probes: dict[str, Callable[[], Awaitable[None]]] = {"database": services.db.ping}

@@ -18,6 +18,8 @@ mimetypes.add_type("image/svg+xml", ".svg")
 
 
 class CachedStaticFiles(StaticFiles):
+    bastion_access = "public"
+
     def __init__(self, *, directory: str, cache_control: str) -> None:
         super().__init__(directory=directory, html=False, follow_symlink=False)
         self.cache_control = cache_control

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from bastion.web.access import declare
 from bastion.web.auth import captcha_store, login_tokens
 from bastion.web.auth.csrf import origin_problem, token_problem
 from bastion.web.auth.guard import cookie_name, current_session
@@ -51,6 +52,7 @@ async def _login_form(
     )
 
 
+@declare("public")
 async def login_page(request: Request) -> Response:
     next_path = safe_next(request.query_params.get("next"))
     if await current_session(request) is not None:
@@ -58,6 +60,7 @@ async def login_page(request: Request) -> Response:
     return await _login_form(request, next_path=next_path)
 
 
+@declare("public")
 async def login(request: Request) -> Response:
     services = request.state.services
     kv = services.stores.kv
@@ -119,6 +122,7 @@ async def login(request: Request) -> Response:
     return response
 
 
+@declare("public")
 async def refresh_captcha(request: Request) -> Response:
     kv = request.state.services.stores.kv
     form = await read_form(request)
@@ -130,6 +134,7 @@ async def refresh_captcha(request: Request) -> Response:
     return JSONResponse({"csrf_token": token, "captcha_nonce": nonce})
 
 
+@declare("public")
 async def captcha_image(request: Request) -> Response:
     kind = request.path_params["kind"]
     data = await captcha_store.image(
@@ -141,6 +146,7 @@ async def captcha_image(request: Request) -> Response:
     return Response(data, media_type=media_type, headers={"cache-control": "no-store"})
 
 
+@declare("signed-in")
 async def logout(request: Request) -> Response:
     services = request.state.services
     session = await current_session(request)
@@ -168,6 +174,7 @@ async def logout(request: Request) -> Response:
     return response
 
 
+@declare("signed-in")
 async def home(request: Request) -> Response:
     session = await current_session(request)
     if session is None:
