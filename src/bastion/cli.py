@@ -13,6 +13,7 @@ import typer
 
 from bastion.accounts.users import bootstrap_admin
 from bastion.cli_setup import prepare, settings_or_exit
+from bastion.cli_tokens import tokens_app, workspaces_app
 from bastion.cli_users import app as users_app
 from bastion.config import Settings
 from bastion.db import Database
@@ -92,6 +93,8 @@ def check_config() -> None:
 
 
 app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(workspaces_app, name="workspaces")
 
 
 @app.command()

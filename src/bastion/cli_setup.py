@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import typer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.config import ConfigError, LoadedSettings, Settings, load_settings
+from bastion.db import Database
 from bastion.db import migrate as migrations
+from bastion.errors import BastionError
 from bastion.logs import configure_logging
 
 EXIT_CONFIG = 2
+T = TypeVar("T")
 
 
 def settings_or_exit(*, require_master_key: bool = True) -> Settings:
@@ -44,3 +51,21 @@ def prepare(settings: Settings) -> None:
         stream=None,
     )
     migrations.upgrade(settings.effective_database_url)
+
+
+def run_in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` in one database transaction; a Bastion error is one line and exit 1."""
+
+    async def go() -> T:
+        db = Database(settings.effective_database_url)
+        try:
+            async with db.transaction() as session:
+                return await work(session)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(go())
+    except BastionError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None

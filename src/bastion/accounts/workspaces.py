@@ -48,3 +48,7 @@ async def roles_of(session: AsyncSession, user_id: int) -> dict[int, Role]:
         select(Membership.workspace_id, Membership.role).where(Membership.user_id == user_id)
     )
     return {workspace_id: Role(role) for workspace_id, role in rows}
+
+
+async def list_workspaces(session: AsyncSession) -> list[Workspace]:
+    return list(await session.scalars(select(Workspace).order_by(Workspace.slug)))
