@@ -33,3 +33,12 @@ async def serving(
         transport = httpx.ASGITransport(app=with_state, client=client)
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
             yield http
+
+
+def another_client(http: httpx.AsyncClient, client: tuple[str, int]) -> httpx.AsyncClient:
+    """A second browser on the same running app (same lifespan, same stores)."""
+    transport = http._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=transport.app, client=client), base_url=http.base_url
+    )

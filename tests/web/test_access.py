@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Mount, Route
 
@@ -10,11 +11,20 @@ from bastion.web.app import create_app
 from tests.web.conftest import make_settings
 
 
+def _all_dependencies(route: APIRoute) -> list[Dependant]:
+    found, pending = [], list(route.dependant.dependencies)
+    while pending:
+        dependency = pending.pop()
+        found.append(dependency)
+        pending.extend(dependency.dependencies)
+    return found
+
+
 def undeclared(routes: list[BaseRoute], prefix: str = "") -> list[str]:
     missing: list[str] = []
     for route in routes:
         if isinstance(route, APIRoute):
-            guarded = any(isinstance(dep.call, Requires) for dep in route.dependant.dependencies)
+            guarded = any(isinstance(dep.call, Requires) for dep in _all_dependencies(route))
             if not guarded and declared(route.endpoint) is None:
                 missing.append(prefix + route.path)
         elif isinstance(route, Route):

@@ -28,6 +28,7 @@ from bastion.web.auth.captcha import new_answer
 from bastion.web.auth.credentials import CredentialChecker
 from bastion.web.auth.sessions import SessionManager
 from bastion.web.auth.throttle import LoginThrottle
+from bastion.web.console_assets import ConsoleAssets
 from bastion.web.errors import install_error_handlers
 from bastion.web.middleware.client_ip import ClientIPMiddleware
 from bastion.web.middleware.request_context import RequestContextMiddleware
@@ -121,6 +122,7 @@ def create_app(
                     directory=str(STATIC_DIR), cache_control="public, max-age=3600"
                 ),
             ),
+            Mount("/app", app=ConsoleAssets()),
             Mount("/api/v1", app=create_api()),
         ],
         lifespan=lifespan,

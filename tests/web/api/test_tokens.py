@@ -1,57 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-
 import httpx
 import pytest
 
-from bastion.accounts.rbac import Role
-from bastion.accounts.users import create_user
-from bastion.accounts.workspaces import create_workspace, grant
-from bastion.db import Database
-from bastion.web.app import create_app
-from tests.web.auth.conftest import PASSWORD, Answers, Console
-from tests.web.conftest import make_settings, serving
-
-
-@dataclass
-class Actors:
-    """Alice operates workspace 1; Charlie belongs nowhere; both sign in to one app."""
-
-    alice: Console
-    charlie: Console
-    csrf: dict[str, str]
-
-
-async def signed_in(console: Console, name: str) -> str:
-    assert (await console.sign_in(name)).status_code == 303
-    page = await console.http.get("/")
-    return page.text.split('name="csrf-token" content="')[1].split('"')[0]
-
-
-@pytest.fixture
-async def actors(base_env: dict[str, str]) -> AsyncIterator[Actors]:
-    settings = make_settings(base_env)
-    db = Database(settings.effective_database_url)
-    async with db.transaction() as session:
-        alice = await create_user(session, "alice", PASSWORD)
-        await create_user(session, "charlie", PASSWORD)
-        ops = await create_workspace(session, "ops")
-        await grant(session, alice.id, ops.id, Role.OPERATOR)
-    await db.dispose()
-    answers = Answers()
-    app = create_app(settings, captcha_answers=answers)
-    async with (
-        serving(app, base_url="https://bastion.test") as a,
-        serving(app, base_url="https://bastion.test", client=("198.51.100.8", 1)) as c,
-    ):
-        alice_console, charlie_console = Console(a, answers), Console(c, answers)
-        csrf = {
-            "alice": await signed_in(alice_console, "alice"),
-            "charlie": await signed_in(charlie_console, "charlie"),
-        }
-        yield Actors(alice_console, charlie_console, csrf)
+from tests.web.api.conftest import Actors
 
 
 def bearer(token: str) -> dict[str, str]:

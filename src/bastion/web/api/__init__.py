@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from bastion.web.access import declare
-from bastion.web.api import tokens
+from bastion.web.api import tokens, users
 from bastion.web.errors import install_error_handlers
 
 
@@ -24,6 +24,7 @@ def create_api() -> FastAPI:
     )
     install_error_handlers(api)
     api.include_router(tokens.router)
+    api.include_router(users.router)
 
     @declare("public")
     async def openapi(request: Request) -> JSONResponse:
