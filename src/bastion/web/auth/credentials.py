@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 
 from sqlalchemy import select
 
@@ -27,10 +28,24 @@ class CredentialChecker:
     def __init__(self, db: Database, *, slots: int = HASHING_SLOTS) -> None:
         self._db = db
         self._slots = asyncio.Semaphore(slots)
+        self._typical_seconds = 0.1
 
     async def _verify(self, password_hash: str, password: str) -> bool:
         async with self._slots:
-            return await asyncio.to_thread(verify_password, password_hash, password)
+            started = time.perf_counter()
+            ok = await asyncio.to_thread(verify_password, password_hash, password)
+            elapsed = time.perf_counter() - started
+        self._typical_seconds = 0.9 * self._typical_seconds + 0.1 * elapsed
+        return ok
+
+    async def pretend(self) -> None:
+        """Take as long as a typical check without spending CPU on one.
+
+        Used when the captcha already failed: the answer must not arrive sooner (that
+        would tell a bot its captcha guess was wrong), but hashing a password for every
+        bot request would hand the CPU to the flood.
+        """
+        await asyncio.sleep(self._typical_seconds)
 
     async def check(self, username: str, password: str) -> User | None:
         """The active user with this name and password, else None.

@@ -92,10 +92,14 @@ async def login(request: Request) -> Response:
             headers={"Retry-After": str(wait)},
         )
 
-    # Both checks always run, so timing tells nothing about which one failed (a
-    # captcha-correctness oracle would help train a solver).
+    # The captcha gates the expensive password hash; a wrong one waits as long as a
+    # hash would, so timing does not tell a bot which check failed.
     captcha_ok = await captcha_store.verify(kv, form.get("captcha_nonce"), form.get("captcha"))
-    user = await services.credentials.check(username, form.get("password", ""))
+    if captcha_ok:
+        user = await services.credentials.check(username, form.get("password", ""))
+    else:
+        user = None
+        await services.credentials.pretend()
     if not captcha_ok or user is None:
         await services.throttle.failed(address, username)
         reason = "wrong captcha" if not captcha_ok else "wrong username or password"
