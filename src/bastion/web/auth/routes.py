@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from starlette.exceptions import HTTPException
@@ -18,6 +19,9 @@ from bastion.web.auth.redirects import safe_next
 from bastion.web.forms import read_form
 from bastion.web.middleware.client_ip import client_ip
 from bastion.web.templates import templates
+
+if TYPE_CHECKING:
+    from bastion.web.app import Services
 
 security_log = logging.getLogger("bastion.security.auth")
 
@@ -50,6 +54,17 @@ async def _login_form(
         status_code=status,
         headers=headers,
     )
+
+
+def _cookie_flags(services: Services) -> dict[str, Any]:
+    # Script cannot read it, other sites' top-level POSTs do not carry it, and with
+    # `__Host-` the browser insists on Secure, Path=/ and no Domain.
+    return {
+        "path": "/",
+        "secure": services.settings.session_cookie_secure,
+        "httponly": True,
+        "samesite": "lax",
+    }
 
 
 @declare("public")
@@ -115,14 +130,7 @@ async def login(request: Request) -> Response:
     )
     security_log.info("sign-in succeeded for %r from %s", user.username, address)
     response = RedirectResponse(next_path, status_code=303)
-    response.set_cookie(
-        cookie_name(services.settings),
-        session.id,
-        path="/",
-        secure=services.settings.session_cookie_secure,
-        httponly=True,
-        samesite="lax",
-    )
+    response.set_cookie(cookie_name(services.settings), session.id, **_cookie_flags(services))
     return response
 
 
@@ -168,13 +176,7 @@ async def logout(request: Request) -> Response:
     await services.sessions.delete(session.id)
     security_log.info("signed out %r from %s", session.username, client_ip(request))
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(
-        cookie_name(services.settings),
-        path="/",
-        secure=services.settings.session_cookie_secure,
-        httponly=True,
-        samesite="lax",
-    )
+    response.delete_cookie(cookie_name(services.settings), **_cookie_flags(services))
     return response
 
 
