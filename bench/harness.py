@@ -298,6 +298,7 @@ class LoadResult:
     # Share of a core the server used while loaded (given its pid); well below 1.0 means
     # something else limited the run: the generator, or another process on its CPU.
     server_cpu: float | None = None
+    statuses: dict[str, int] = field(default_factory=dict)  # when the wrk script counts them
 
 
 def cpu_seconds(pid: int) -> float:
@@ -315,15 +316,30 @@ def _lua_string(value: str | bytes) -> str:
     )
 
 
-# wrk's own done() hook: counts and percentiles as one JSON line, so nothing is scraped
-# from the human-readable report. Latency values are microseconds.
+# wrk's own setup()/done() hooks: counts and percentiles as one JSON line, so nothing is
+# scraped from the human-readable report. Latency values are microseconds. A script that
+# keeps a global `statuses` table (status -> count) per thread gets the merged counts.
 _WRK_REPORT = """
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
 done = function(summary, latency, requests)
+  local merged = {}
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses") or {}) do
+      merged[status] = (merged[status] or 0) + count
+    end
+  end
+  local parts = {}
+  for status, count in pairs(merged) do
+    table.insert(parts, string.format('"%d": %d', status, count))
+  end
   local e = summary.errors
   io.write(string.format(
-    '%s{"requests": %d, "errors": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d}\\n',
+    '%s{"requests": %d, "errors": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, '
+    .. '"statuses": {%s}}\\n',
     "REPORT_PREFIX", summary.requests, e.connect + e.read + e.write + e.status + e.timeout,
-    summary.duration, latency:percentile(50), latency:percentile(99)))
+    summary.duration, latency:percentile(50), latency:percentile(99),
+    table.concat(parts, ", ")))
 end
 """.replace("REPORT_PREFIX", pyload.REPORT_PREFIX)
 
@@ -336,7 +352,7 @@ def _wrk_script(
         lines.append(f"wrk.body = {_lua_string(body)}")
     for name, value in (headers or {}).items():
         lines.append(f"wrk.headers[{_lua_string(name)}] = {_lua_string(value)}")
-    # A caller's script may set request()/response(); done() is ours and comes last.
+    # A caller's script may set request()/response()/delay(); setup() and done() are ours.
     return "\n".join(lines) + "\n" + (script or "") + "\n" + _WRK_REPORT
 
 
@@ -354,6 +370,7 @@ def _parse_report(stdout: str, generator: str) -> LoadResult:
         p50_ms=round(report["p50_us"] / 1000, 3),
         p99_ms=round(report["p99_us"] / 1000, 3),
         generator=generator,
+        statuses=report.get("statuses", {}),
     )
 
 
@@ -394,7 +411,7 @@ def run_wrk(
 
     Uses wrk (Debian package `wrk`) when installed, else bench.pyload, a Python keep-alive
     generator; `generator` forces one. `script` is extra wrk Lua (ignored by pyload) and
-    must not define done(). LoadResult.generator says which one ran; with `server_pid`,
+    must not define setup() or done(). LoadResult.generator says which one ran; with `server_pid`,
     LoadResult.server_cpu says how busy the server was.
     """
     _check_loopback(url)

@@ -20,6 +20,20 @@ async def test_after_the_allowed_failures_an_address_gets_429_with_retry_after(
     assert "__Host-bastion_session" not in console.http.cookies
 
 
+async def test_a_throttled_post_draws_no_captcha_and_spends_its_token(console: Console) -> None:
+    for _ in range(5):
+        await console.sign_in(password="wrong password here")
+    form = await console.form()
+    drawn = len(console.answers.issued)
+    throttled = await console.sign_in(form=form)
+    assert throttled.status_code == 429
+    assert len(console.answers.issued) == drawn  # a flood gets no CPU-costly pictures
+    assert 'name="csrf_token"' not in throttled.text
+    forged = await console.http.post("/login", data={"csrf_token": "forged", "username": "x"})
+    assert forged.status_code == 429  # the throttle answers before anything costlier
+    assert (await console.sign_in(form=form)).status_code == 429  # token already spent
+
+
 @pytest.fixture
 async def behind_proxy(base_env: dict[str, str]) -> AsyncIterator[Console]:
     """Bastion behind one trusted proxy, which appends the peer it saw."""

@@ -87,25 +87,28 @@ async def login(request: Request) -> Response:
     username = form.get("username", "")
     next_path = safe_next(form.get("next"))
 
-    # The token is spent whatever happens next, so a captured form cannot be replayed.
-    if not await login_tokens.consume(kv, form.get("csrf_token")):
+    # The token and the captcha are spent whatever happens next, so a captured form
+    # cannot be replayed.
+    token_ok = await login_tokens.consume(kv, form.get("csrf_token"))
+    wait = await services.throttle.retry_after(address, username)
+    if wait is not None:
+        await captcha_store.discard(kv, form.get("captcha_nonce"))
+        security_log.warning("sign-in throttled for %r from %s (%s s)", username, address, wait)
+        # No new form here: drawing a captcha for every throttled post would hand a
+        # flood the CPU that the throttle exists to protect.
+        return templates.TemplateResponse(
+            request,
+            "throttled.html",
+            {"message": THROTTLED.format(seconds=wait)},
+            status_code=429,
+            headers={"Retry-After": str(wait)},
+        )
+    if not token_ok:
         await captcha_store.discard(kv, form.get("captcha_nonce"))
         security_log.warning(
             "sign-in refused from %s: login token missing, reused or expired", address
         )
         return await _login_form(request, status=400, message=EXPIRED, next_path=next_path)
-
-    wait = await services.throttle.retry_after(address, username)
-    if wait is not None:
-        await captcha_store.discard(kv, form.get("captcha_nonce"))
-        security_log.warning("sign-in throttled for %r from %s (%s s)", username, address, wait)
-        return await _login_form(
-            request,
-            status=429,
-            message=THROTTLED.format(seconds=wait),
-            next_path=next_path,
-            headers={"Retry-After": str(wait)},
-        )
 
     # The captcha gates the expensive password hash; a wrong one waits as long as a
     # hash would, so timing does not tell a bot which check failed.
