@@ -7,8 +7,6 @@ Secret settings also accept a `…_FILE` variant (the container-secret conventio
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import zoneinfo
 from collections.abc import Mapping
@@ -23,13 +21,15 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from bastion.crypto.errors import MalformedKey
+from bastion.crypto.keyring import Keyring, decode_key, parse_key_list
 from bastion.errors import BastionError
 
 ENV_PREFIX = "BASTION_"
 MASTER_KEY_FILENAME = "master.key"
 # Settings whose value is a secret: they accept BASTION_<NAME>_FILE, and their value is
 # never echoed in a problem message.
-SECRET_FIELDS = ("master_key", "admin_password", "database_url", "redis_url")
+SECRET_FIELDS = ("master_key", "master_keys", "admin_password", "database_url", "redis_url")
 # BASTION_* variables that are read by tooling, not by the server.
 NOT_SETTINGS = frozenset({"BASTION_REQUIRE_SERVICES", "BASTION_PYTHON"})
 
@@ -51,14 +51,12 @@ StrictBool = Annotated[bool, BeforeValidator(_strict_bool)]
 
 def decode_master_key(encoded: str) -> bytes:
     """Decode a base64 (standard or URL-safe) master key; it must be exactly 32 bytes."""
-    text = encoded.strip()
     try:
-        raw = base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32:
-        raise ValueError("must be 32 bytes encoded as base64 (`bastion init` generates one)")
-    return raw
+        return decode_key(encoded)
+    except MalformedKey:
+        raise ValueError(
+            "must be 32 bytes encoded as base64 (`bastion init` generates one)"
+        ) from None
 
 
 class Settings(BaseSettings):
@@ -70,6 +68,8 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     redis_url: SecretStr | None = None
     master_key: SecretStr | None = None
+    # Retired master keys, readable until `bastion vault rekey` has moved everything off.
+    master_keys: SecretStr | None = None
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -90,6 +90,18 @@ class Settings(BaseSettings):
 
     admin_user: str = Field(default="admin", min_length=1, max_length=64)
     admin_password: SecretStr | None = None
+
+    vault_rollback_days: int = Field(default=30, ge=0, le=3650)
+    vault_max_secret_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    oauth_refresh_margin_seconds: int = Field(default=300, ge=0, le=24 * 3600)
+
+    audit_fail_closed: StrictBool = False
+    audit_jsonl_path: Path | None = None
+    audit_jsonl_max_bytes: int = Field(default=50 * 1024 * 1024, ge=64 * 1024, le=1024**4)
+    audit_syslog_url: str | None = None
+    audit_syslog_format: Literal["rfc5424", "cef"] = "rfc5424"
+    audit_syslog_ca_file: Path | None = None
+    audit_http_url: str | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -125,6 +137,16 @@ class Settings(BaseSettings):
             decode_master_key(value.get_secret_value())
         return value
 
+    @field_validator("master_keys")
+    @classmethod
+    def _valid_master_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                parse_key_list(value.get_secret_value())
+            except MalformedKey as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _valid_database_url(cls, value: SecretStr | None) -> SecretStr | None:
@@ -144,6 +166,10 @@ class Settings(BaseSettings):
         if self.master_key is None:
             raise RuntimeError("settings were loaded without a master key")
         return decode_master_key(self.master_key.get_secret_value())
+
+    def keyring(self) -> Keyring:
+        old = self.master_keys.get_secret_value() if self.master_keys else ""
+        return Keyring(self.master_key_bytes, parse_key_list(old))
 
     @property
     def effective_database_url(self) -> str:
@@ -225,7 +251,7 @@ def _env_name(field: str) -> str:
 
 
 def _code_for(field: str, error_type: str) -> str:
-    if field == "master_key":
+    if field in ("master_key", "master_keys"):
         return "BST-E002"
     if field == "database_url":
         return "BST-E003"

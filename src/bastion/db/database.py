@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+WRITE_OPTION = "bastion_write"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -28,7 +29,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # Deleted rows are overwritten, not left in free pages: a destroyed credential's
+    # wrapped data keys must not be recoverable from the database file.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
+    # SQLAlchemy issues BEGIN itself (below), instead of the driver's lazy implicit one.
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # A write transaction takes the write lock up front. Otherwise a transaction that
+    # read first fails outright (SQLITE_BUSY, no waiting) when another writer committed
+    # meanwhile; and the audit chain needs its head read under the lock it appends with.
+    immediate = conn.get_execution_options().get(WRITE_OPTION)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -38,6 +52,7 @@ def create_engine(url: str) -> AsyncEngine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
@@ -55,8 +70,12 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session whose work commits on success and rolls back on any exception."""
+        """A session whose work commits on success and rolls back on any exception.
+
+        It is a write transaction from its first statement (SQLite: BEGIN IMMEDIATE).
+        """
         async with self.sessions() as session, session.begin():
+            await session.connection(execution_options={WRITE_OPTION: True})
             yield session
 
     async def ping(self, timeout: float = 2.0) -> None:

@@ -1,0 +1,98 @@
+"""Appending to and reading the audit trail.
+
+Appends are serialized by the database, so two servers and the CLI can write at once
+without forking the chain: PostgreSQL takes a transaction-scoped advisory lock, SQLite
+write transactions begin IMMEDIATE (db/database.py). The record is written in the
+caller's transaction, so an operation and its audit record commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bastion.audit.chain import GENESIS, Event, canonical_details, record_hash
+from bastion.crypto.keyring import Keyring, Purpose
+from bastion.db import Database
+from bastion.db.tables import AuditEvent
+from bastion.db.types import utcnow
+from bastion.errors import Unavailable
+
+logger = logging.getLogger("bastion.audit")
+
+_PG_CHAIN_LOCK = 0x6261_7374_696F_6E01  # "bastion" + 1: the audit chain's advisory lock
+_LIMITS = {"actor": 200, "action": 64, "target": 300, "reason": 500, "client_ip": 64}
+
+
+class AuditUnavailable(Unavailable):
+    """The audit trail cannot be written; in fail-closed mode the operation is refused."""
+
+
+def _clip(value: str, limit: int) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+class AuditLog:
+    def __init__(self, db: Database, keyring: Keyring, *, fail_closed: bool = False) -> None:
+        self.db = db
+        self.keyring = keyring
+        self.fail_closed = fail_closed
+
+    async def append(self, session: AsyncSession, event: Event) -> int:
+        """Add `event` inside the caller's write transaction; returns its seq."""
+        if self.db.engine.dialect.name == "postgresql":
+            await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CHAIN_LOCK})
+        head = (
+            await session.execute(
+                select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+            )
+        ).first()
+        seq, prev_hash = (head.seq + 1, head.hash) if head else (1, GENESIS)
+        key = self.keyring.active(Purpose.AUDIT_CHAIN)
+        row: dict[str, Any] = {
+            "seq": seq,
+            "time": utcnow(),
+            "actor": _clip(event.actor, _LIMITS["actor"]),
+            "action": _clip(event.action, _LIMITS["action"]),
+            "target": _clip(event.target, _LIMITS["target"]),
+            "outcome": event.outcome,
+            "reason": _clip(event.reason, _LIMITS["reason"]),
+            "client_ip": _clip(event.client_ip, _LIMITS["client_ip"]),
+            "request_id": event.request_id[:64],
+            "details": canonical_details(event.details),
+            "key_id": key.key_id,
+            "prev_hash": prev_hash,
+        }
+        row["hash"] = record_hash(key.key, prev_hash, row)
+        session.add(AuditEvent(**row))
+        await session.flush()
+        return seq
+
+    async def record(self, event: Event) -> int | None:
+        """`event` in a transaction of its own (refusals, reads, sign-ins).
+
+        When the trail cannot be written: fail-closed raises AuditUnavailable, so the
+        caller refuses what it was about to do; otherwise the loss is logged loudly.
+        """
+        try:
+            async with self.db.transaction() as session:
+                return await self.append(session, event)
+        except (SQLAlchemyError, OSError) as exc:
+            logger.error("audit record %s lost: %s", event.action, type(exc).__name__)
+            if self.fail_closed:
+                raise AuditUnavailable("the audit trail cannot be written") from None
+            return None
+
+    async def events(self, *, after: int = 0, limit: int = 1000) -> Sequence[AuditEvent]:
+        async with self.db.session() as session:
+            query = select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq)
+            return (await session.scalars(query.limit(limit))).all()
+
+    async def head(self) -> int:
+        async with self.db.session() as session:
+            return int(await session.scalar(select(func.max(AuditEvent.seq))) or 0)
