@@ -147,6 +147,22 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("audit_syslog_url")
+    @classmethod
+    def _valid_syslog_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("udp", "tcp", "tls") or not parts.hostname or not parts.port:
+                raise ValueError("must look like udp://host:514, tcp://host:514 or tls://host:6514")
+        return value
+
+    @field_validator("audit_http_url")
+    @classmethod
+    def _valid_http_sink(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _valid_database_url(cls, value: SecretStr | None) -> SecretStr | None:

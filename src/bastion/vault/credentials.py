@@ -52,7 +52,7 @@ class VaultLimits:
     rollback: timedelta = timedelta(days=30)
 
 
-def _aad(credential_id: str, field: str, version: int) -> bytes:
+def field_aad(credential_id: str, field: str, version: int) -> bytes:
     return associated_data("bastion credential", credential_id, field, str(version))
 
 
@@ -161,7 +161,7 @@ class Vault:
     ) -> None:
         for name, value in fields.items():
             envelope = seal(
-                self.keyring, value.reveal().encode(), _aad(credential_id, name, version)
+                self.keyring, value.reveal().encode(), field_aad(credential_id, name, version)
             )
             session.add(
                 CredentialField(
@@ -187,7 +187,7 @@ class Vault:
         for row in rows:
             envelope = Envelope(row.ciphertext, row.wrapped_key, row.kek_id)
             plaintext = open_envelope(
-                self.keyring, envelope, _aad(credential.id, row.name, version)
+                self.keyring, envelope, field_aad(credential.id, row.name, version)
             )
             opened[row.name] = Secret(plaintext.decode())
         return opened
@@ -278,6 +278,10 @@ class Vault:
             credential = await self.load(session, credential_id)
         await self.authorize(credential, context, permission, action, credential_id)
         return credential
+
+    async def workspace_of(self, credential_id: str) -> int:
+        async with self.db.session() as session:
+            return (await self.load(session, credential_id)).workspace_id
 
     async def describe(self, context: AccessContext, credential_id: str) -> Credential:
         return await self.check(context, credential_id, Permission.READ, "describe")

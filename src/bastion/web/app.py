@@ -8,19 +8,25 @@ a third of the throughput of a bare endpoint). The JSON API is a FastAPI app mou
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.types import ASGIApp
 
+from bastion.audit.export import Shipper, configured_exporters
+from bastion.audit.log import AuditLog
 from bastion.background import BackgroundService, Supervisor
 from bastion.config import Settings
 from bastion.db import Database
 from bastion.stores import Stores, open_stores
+from bastion.vault.credentials import Vault, VaultLimits
+from bastion.vault.health import HealthChecker
 from bastion.web import csp_report, health
 from bastion.web.api import create_api
 from bastion.web.auth import routes as auth_routes
@@ -37,6 +43,7 @@ from bastion.web.static_files import CachedStaticFiles
 from bastion.web.templates import STATIC_DIR
 
 log = logging.getLogger("bastion.app")
+SWEEP_SECONDS = 60  # OAuth2 refresh ahead of expiry, alerts, expired rollback versions
 
 
 @dataclass
@@ -50,6 +57,9 @@ class Services:
     throttle: LoginThrottle
     credentials: CredentialChecker
     captcha_answers: Callable[[], str]
+    audit: AuditLog
+    vault: Vault
+    health: HealthChecker
 
 
 class BastionApp(Starlette):
@@ -68,6 +78,30 @@ class BastionApp(Starlette):
         )
 
 
+def _vault_and_audit_services(
+    settings: Settings, audit: AuditLog, checker: HealthChecker
+) -> list[BackgroundService]:
+    exporters = configured_exporters(
+        jsonl_path=settings.audit_jsonl_path,
+        jsonl_max_bytes=settings.audit_jsonl_max_bytes,
+        syslog_url=settings.audit_syslog_url,
+        syslog_format=settings.audit_syslog_format,
+        syslog_ca_file=settings.audit_syslog_ca_file,
+        http_url=settings.audit_http_url,
+    )
+    services = [
+        BackgroundService(f"audit-export-{e.name}", Shipper(audit, e).run) for e in exporters
+    ]
+
+    async def sweep_credentials() -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            await checker.sweep()
+
+    services.append(BackgroundService("credential-health", sweep_credentials))
+    return services
+
+
 def create_app(
     settings: Settings,
     *,
@@ -81,7 +115,20 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
         db = Database(settings.effective_database_url)
         stores = open_stores(settings.redis_url.get_secret_value() if settings.redis_url else None)
-        supervisor = Supervisor(background)
+        audit = AuditLog(db, settings.keyring(), fail_closed=settings.audit_fail_closed)
+        vault = Vault(
+            db,
+            audit.keyring,
+            audit,
+            VaultLimits(
+                max_secret_bytes=settings.vault_max_secret_bytes,
+                rollback=timedelta(days=settings.vault_rollback_days),
+            ),
+        )
+        checker = HealthChecker(
+            vault, margin=timedelta(seconds=settings.oauth_refresh_margin_seconds)
+        )
+        supervisor = Supervisor([*background, *_vault_and_audit_services(settings, audit, checker)])
         await supervisor.start()
         log.info("bastion ready (database: %s, stores: %s)", db.dialect, stores.backend)
         try:
@@ -102,6 +149,9 @@ def create_app(
                     ),
                     credentials=CredentialChecker(db),
                     captcha_answers=captcha_answers,
+                    audit=audit,
+                    vault=vault,
+                    health=checker,
                 )
             }
         finally:

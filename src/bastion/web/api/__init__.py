@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from bastion.web.access import declare
-from bastion.web.api import tokens, users
+from bastion.web.api import audit, credentials, tokens, users
 from bastion.web.errors import install_error_handlers
 
 
@@ -25,6 +25,8 @@ def create_api() -> FastAPI:
     install_error_handlers(api)
     api.include_router(tokens.router)
     api.include_router(users.router)
+    api.include_router(credentials.router)
+    api.include_router(audit.router)
 
     @declare("public")
     async def openapi(request: Request) -> JSONResponse:

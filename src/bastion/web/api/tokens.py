@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 
 from bastion.accounts import tokens
 from bastion.accounts.rbac import Principal, Role
+from bastion.audit.chain import Event
 from bastion.db.tables import ApiToken, User
 from bastion.web.api.principals import Requires
 
@@ -70,6 +71,15 @@ async def create(body: TokenRequest, principal: SignedIn, request: Request) -> N
             role=body.role,
             lifetime=timedelta(days=body.expires_in_days),
         )
+        await request.state.services.audit.append(
+            session,
+            Event(
+                "token.create",
+                f"user:{principal.username}",
+                target=f"token:{record.id}",
+                details={"workspace_id": record.workspace_id, "role": record.role},
+            ),
+        )
         return NewToken(**TokenOut.of(record).model_dump(), token=token)
 
 
@@ -86,4 +96,7 @@ async def list_(principal: SignedIn, request: Request) -> list[TokenOut]:
 async def revoke(token_id: int, principal: SignedIn, request: Request) -> Response:
     async with request.state.services.db.transaction() as session:
         await tokens.revoke_token(session, token_id, by=principal)
+        await request.state.services.audit.append(
+            session, Event("token.revoke", f"user:{principal.username}", target=f"token:{token_id}")
+        )
     return Response(status_code=204)

@@ -11,6 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from bastion.audit.chain import Event
+from bastion.logs import request_id
 from bastion.web.access import declare
 from bastion.web.auth import captcha_store, login_tokens
 from bastion.web.auth.csrf import origin_problem, token_problem
@@ -24,6 +26,22 @@ if TYPE_CHECKING:
     from bastion.web.app import Services
 
 security_log = logging.getLogger("bastion.security.auth")
+
+
+async def audit(
+    request: Request, action: str, actor: str, outcome: str = "success", reason: str = ""
+) -> None:
+    await request.state.services.audit.record(
+        Event(
+            action=action,
+            actor=actor,
+            outcome=outcome,
+            reason=reason,
+            client_ip=client_ip(request),
+            request_id=request_id.get(),
+        )
+    )
+
 
 # One message for every credential failure: never which of user, password or captcha.
 FAILED = "Sign-in failed: check the username, the password and the characters in the picture."
@@ -122,6 +140,9 @@ async def login(request: Request) -> Response:
         await services.throttle.failed(address, username)
         reason = "wrong captcha" if not captcha_ok else "wrong username or password"
         security_log.warning("sign-in failed for %r from %s: %s", username, address, reason)
+        # Throttled attempts above are not recorded one by one: a flood must not turn
+        # into a flood of audit writes. The failures that led to the throttle are.
+        await audit(request, "auth.sign_in", f"user:{username[:64]}", "failure", reason)
         return await _login_form(request, status=401, message=FAILED, next_path=next_path)
 
     await services.throttle.succeeded(address, username)
@@ -132,6 +153,7 @@ async def login(request: Request) -> Response:
         user_id=user.id, username=user.username, is_admin=user.is_admin
     )
     security_log.info("sign-in succeeded for %r from %s", user.username, address)
+    await audit(request, "auth.sign_in", f"user:{user.username}")
     response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(cookie_name(services.settings), session.id, **_cookie_flags(services))
     return response
@@ -175,9 +197,11 @@ async def logout(request: Request) -> Response:
         security_log.warning(
             "sign-out refused for %r from %s: %s", session.username, client_ip(request), problem
         )
+        await audit(request, "auth.csrf_rejected", f"user:{session.username}", "denied", problem)
         raise HTTPException(403, problem)
     await services.sessions.delete(session.id)
     security_log.info("signed out %r from %s", session.username, client_ip(request))
+    await audit(request, "auth.sign_out", f"user:{session.username}")
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(cookie_name(services.settings), **_cookie_flags(services))
     return response
