@@ -162,3 +162,12 @@ def test_the_file_rotates_by_size(tmp_path: Path) -> None:
     assert path.with_name("bastion.log.2").exists()
     assert not path.with_name("bastion.log.3").exists()
     assert path.stat().st_size <= 64 * 1024
+
+
+def test_the_redactor_forgets_the_oldest_secrets_beyond_its_bound() -> None:
+    from bastion.logs import Redactor
+
+    redactor = Redactor(limit=3)
+    for n in range(4):
+        redactor.register(f"secret-{n}")
+    assert redactor.redact("secret-0 secret-1") == "secret-0 [REDACTED]"

@@ -12,9 +12,11 @@ from typing import Annotated
 import typer
 
 from bastion.accounts.users import bootstrap_admin
+from bastion.cli_audit import app as audit_app
 from bastion.cli_setup import prepare, settings_or_exit
 from bastion.cli_tokens import tokens_app, workspaces_app
 from bastion.cli_users import app as users_app
+from bastion.cli_vault import app as vault_app
 from bastion.config import Settings
 from bastion.db import Database
 from bastion.db import migrate as migrations
@@ -95,6 +97,8 @@ def check_config() -> None:
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(workspaces_app, name="workspaces")
+app.add_typer(vault_app, name="vault")
+app.add_typer(audit_app, name="audit")
 
 
 @app.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -67,5 +67,10 @@ def run_in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaita
     try:
         return asyncio.run(go())
     except BastionError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(str(exc))
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr, then a non-zero exit: how every command reports bad input."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)

@@ -49,12 +49,18 @@ _ALWAYS_REDACTED = [
 ]
 
 
+MAX_TRACKED_SECRETS = 1_000  # the oldest are forgotten first
+
+
 class Redactor:
     """Replaces known secret values (fed at run time, e.g. by the vault) in log text."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_TRACKED_SECRETS) -> None:
+        self._limit = limit
         self._lock = threading.Lock()
-        self._secrets: set[str] = set()
+        # Insertion-ordered, bounded: every refreshed OAuth token registers itself, and a
+        # long-running server must not grow this (and its pattern) without end.
+        self._secrets: dict[str, None] = {}
         self._pattern: re.Pattern[str] | None = None
 
     def register(self, secret: str) -> None:
@@ -63,13 +69,15 @@ class Redactor:
             return
         with self._lock:
             if secret not in self._secrets:
-                self._secrets.add(secret)
+                self._secrets[secret] = None
+                while len(self._secrets) > self._limit:
+                    del self._secrets[next(iter(self._secrets))]
                 self._rebuild()
 
     def forget(self, secret: str) -> None:
         with self._lock:
             if secret in self._secrets:
-                self._secrets.discard(secret)
+                del self._secrets[secret]
                 self._rebuild()
 
     def _rebuild(self) -> None:

@@ -2,8 +2,11 @@
 
 One root secret, many keys: a key used for two purposes lets an attacker who can make
 one purpose compute something replay it as the other. HKDF's `info` separates them.
-Old master keys stay in the ring (BASTION_MASTER_KEYS) until `bastion vault rekey` has
-moved every wrapped data key off them.
+Old master keys stay in the ring (BASTION_MASTER_KEYS): the vault needs one until
+`bastion vault rekey` has moved every wrapped data key off it; audit records stay signed
+by the key that was active when they were written, so `bastion audit verify` needs every
+key that signed a record it is asked to check (the chain is never re-signed: that would
+be exactly the rewrite it exists to expose).
 """
 
 from __future__ import annotations
