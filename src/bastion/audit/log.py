@@ -8,11 +8,12 @@ caller's transaction, so an operation and its audit record commit together or no
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,51 +43,79 @@ class AuditLog:
         self.db = db
         self.keyring = keyring
         self.fail_closed = fail_closed
+        self._pending: list[tuple[Event, asyncio.Future[int]]] = []
+        self._flushing = asyncio.Lock()
 
     async def append(self, session: AsyncSession, event: Event) -> int:
         """Add `event` inside the caller's write transaction; returns its seq."""
-        if self.db.engine.dialect.name == "postgresql":
+        return (await self.append_many(session, [event]))[-1]
+
+    async def append_many(self, session: AsyncSession, events: Sequence[Event]) -> list[int]:
+        if self.db.dialect == "postgresql":
             await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CHAIN_LOCK})
         head = (
             await session.execute(
                 select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
             )
         ).first()
-        seq, prev_hash = (head.seq + 1, head.hash) if head else (1, GENESIS)
+        seq, prev_hash = (head.seq, head.hash) if head else (0, GENESIS)
         key = self.keyring.active(Purpose.AUDIT_CHAIN)
-        row: dict[str, Any] = {
-            "seq": seq,
-            "time": utcnow(),
-            "actor": _clip(event.actor, _LIMITS["actor"]),
-            "action": _clip(event.action, _LIMITS["action"]),
-            "target": _clip(event.target, _LIMITS["target"]),
-            "outcome": event.outcome,
-            "reason": _clip(event.reason, _LIMITS["reason"]),
-            "client_ip": _clip(event.client_ip, _LIMITS["client_ip"]),
-            "request_id": event.request_id[:64],
-            "details": canonical_details(event.details),
-            "key_id": key.key_id,
-            "prev_hash": prev_hash,
-        }
-        row["hash"] = record_hash(key.key, prev_hash, row)
-        session.add(AuditEvent(**row))
-        await session.flush()
-        return seq
+        rows = []
+        for event in events:
+            seq += 1
+            row: dict[str, Any] = {
+                "seq": seq,
+                "time": utcnow(),
+                "actor": _clip(event.actor, _LIMITS["actor"]),
+                "action": _clip(event.action, _LIMITS["action"]),
+                "target": _clip(event.target, _LIMITS["target"]),
+                "outcome": event.outcome,
+                "reason": _clip(event.reason, _LIMITS["reason"]),
+                "client_ip": _clip(event.client_ip, _LIMITS["client_ip"]),
+                "request_id": event.request_id[:64],
+                "details": canonical_details(event.details),
+                "key_id": key.key_id,
+                "prev_hash": prev_hash,
+            }
+            row["hash"] = prev_hash = record_hash(key.key, prev_hash, row)
+            rows.append(row)
+        # A Core insert: the ORM's unit of work costs more than the write itself here.
+        await session.execute(insert(AuditEvent), rows)
+        return [row["seq"] for row in rows]
 
     async def record(self, event: Event) -> int | None:
         """`event` in a transaction of its own (refusals, reads, sign-ins).
 
+        Group commit: callers that arrive while a write is in progress are written
+        together by the next one, in one transaction, so concurrent recording costs one
+        transaction per batch rather than per record.
         When the trail cannot be written: fail-closed raises AuditUnavailable, so the
         caller refuses what it was about to do; otherwise the loss is logged loudly.
         """
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((event, done))
+        async with self._flushing:
+            if not done.done():
+                batch, self._pending = self._pending, []
+                await self._write(batch)
         try:
-            async with self.db.transaction() as session:
-                return await self.append(session, event)
-        except (SQLAlchemyError, OSError) as exc:
+            return done.result()
+        except (SQLAlchemyError, OSError, Unavailable) as exc:
             logger.error("audit record %s lost: %s", event.action, type(exc).__name__)
             if self.fail_closed:
                 raise AuditUnavailable("the audit trail cannot be written") from None
             return None
+
+    async def _write(self, batch: list[tuple[Event, asyncio.Future[int]]]) -> None:
+        try:
+            async with self.db.transaction() as session:
+                seqs = await self.append_many(session, [event for event, _ in batch])
+        except (SQLAlchemyError, OSError, Unavailable) as exc:
+            for _, done in batch:
+                done.set_exception(exc)
+            return
+        for (_, done), seq in zip(batch, seqs, strict=True):
+            done.set_result(seq)
 
     async def events(self, *, after: int = 0, limit: int = 1000) -> Sequence[AuditEvent]:
         async with self.db.session() as session:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from bastion.errors import Unavailable
+
 SQLITE_BUSY_TIMEOUT_MS = 5000
 WRITE_OPTION = "bastion_write"
 
@@ -25,9 +27,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers proceed during a write; foreign keys are off by default in SQLite;
     # the busy timeout turns brief write contention into waiting instead of an error.
+    # The timeout first: switching to WAL needs a lock another connection may hold.
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     # Deleted rows are overwritten, not left in free pages: a destroyed credential's
     # wrapped data keys must not be recoverable from the database file.
@@ -50,7 +53,9 @@ def create_engine(url: str) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url)
+        # Every session ends its transaction itself (commit, or rollback on close), so
+        # the pool's own reset would be a second rollback: one more thread hop.
+        engine = create_async_engine(url, pool_reset_on_return=None)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
@@ -62,6 +67,10 @@ class Database:
         self.engine = create_engine(url)
         self.dialect = self.engine.dialect.name
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time. Writers of this process queue here instead of
+        # in SQLite's busy handler, which sleeps in milliseconds and collapses throughput
+        # under contention; other processes still meet the busy handler.
+        self._writer = asyncio.Lock() if self.dialect == "sqlite" else None
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -74,7 +83,18 @@ class Database:
 
         It is a write transaction from its first statement (SQLite: BEGIN IMMEDIATE).
         """
-        async with self.sessions() as session, session.begin():
+        async with AsyncExitStack() as stack:
+            if self._writer is not None:
+                # Bounded like SQLite's own wait: a task that nests write transactions
+                # fails loudly instead of waiting on itself for ever.
+                try:
+                    async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_MS / 1000):
+                        await self._writer.acquire()
+                except TimeoutError:
+                    raise Unavailable("the database is busy: no write lock within 5 s") from None
+                stack.callback(self._writer.release)
+            session = await stack.enter_async_context(self.sessions())
+            await stack.enter_async_context(session.begin())
             await session.connection(execution_options={WRITE_OPTION: True})
             yield session
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -94,6 +94,17 @@ def _check_settings(kind: str, settings: Mapping[str, Any], fields: Mapping[str,
         raise InvalidInput(f"oauth2 fields are {', '.join(OAUTH_SECRET_FIELDS)}")
 
 
+def _refusal(
+    credential: Credential | None, context: AccessContext, permission: Permission | None
+) -> str | None:
+    if permission is not None and not context.may(permission):
+        return f"needs the {permission.value} permission"
+    if credential is not None:
+        policy = ScopePolicy.from_json(credential.policy)
+        return policy.refusal(credential.workspace_id, context)
+    return None
+
+
 class Vault:
     def __init__(
         self, db: Database, keyring: Keyring, audit: AuditLog, limits: VaultLimits = VaultLimits()
@@ -114,15 +125,18 @@ class Vault:
         target: str,
     ) -> None:
         """Role permission, then scope; a refusal is audited before it is raised."""
-        refusal = None
-        if permission is not None and not context.may(permission):
-            refusal = f"needs the {permission.value} permission"
-        elif credential is not None:
-            refusal = ScopePolicy.from_json(credential.policy).refusal(
-                credential.workspace_id, context
-            )
-        if refusal is None:
-            return
+        refusal = _refusal(credential, context, permission)
+        if refusal is not None:
+            await self.deny(context, action, target, refusal, permission)
+
+    async def deny(
+        self,
+        context: AccessContext,
+        action: str,
+        target: str,
+        refusal: str,
+        permission: Permission | None,
+    ) -> NoReturn:
         await self.audit.record(self.event(action, context, target, "denied", refusal))
         if permission is not None and refusal.startswith("needs"):
             raise PermissionDenied(refusal)
@@ -183,14 +197,34 @@ class Vault:
                 CredentialField.credential_id == credential.id, CredentialField.version == version
             )
         )
+        return self._decrypt(rows)
+
+    def _decrypt(self, rows: Iterable[CredentialField]) -> dict[str, Secret]:
         opened = {}
         for row in rows:
             envelope = Envelope(row.ciphertext, row.wrapped_key, row.kek_id)
-            plaintext = open_envelope(
-                self.keyring, envelope, field_aad(credential.id, row.name, version)
-            )
-            opened[row.name] = Secret(plaintext.decode())
+            aad = field_aad(row.credential_id, row.name, row.version)
+            opened[row.name] = Secret(open_envelope(self.keyring, envelope, aad).decode())
         return opened
+
+    async def _current(
+        self, session: AsyncSession, credential_id: str
+    ) -> tuple[Credential, list[CredentialField]]:
+        """The credential and its current fields in one query (the run-time hot path)."""
+        rows = (
+            await session.execute(
+                select(Credential, CredentialField)
+                .join(
+                    CredentialField,
+                    (CredentialField.credential_id == Credential.id)
+                    & (CredentialField.version == Credential.version),
+                )
+                .where(Credential.id == credential_id)
+            )
+        ).all()
+        if not rows:
+            raise CredentialNotFound(f"no credential {credential_id[:40]!r}")
+        return rows[0][0], [field for _, field in rows]
 
     # -- operations ---------------------------------------------------------------------
 
@@ -324,19 +358,25 @@ class Vault:
         return fields
 
     async def resolve(self, context: AccessContext, credential_id: str) -> dict[str, Secret]:
-        """Run-time use by a workflow: scope-checked, blocked when unhealthy, audited."""
-        await self.check(context, credential_id, None, "use")
+        """Run-time use by a workflow: scope-checked, blocked when unhealthy, audited.
+
+        The hot path of every run: one transaction. A refusal leaves it first, so its
+        audit record is written on its own rather than rolled back.
+        """
         async with self.db.transaction() as session:
-            credential = await self.load(session, credential_id)
-            if credential.health == "unhealthy":
+            credential, rows = await self._current(session, credential_id)
+            refusal = _refusal(credential, context, None)
+            if refusal is None and credential.health == "unhealthy":
                 raise CredentialBlocked(
                     f"credential {credential.name!r} is unhealthy: {credential.health_reason}"
                 )
-            fields = await self.open_fields(session, credential)
-            await self.audit.append(
-                session,
-                self.event("use", context, credential_id, name=credential.name),
-            )
+            if refusal is None:
+                fields = self._decrypt(rows)
+                await self.audit.append(
+                    session, self.event("use", context, credential_id, name=credential.name)
+                )
+        if refusal is not None:
+            await self.deny(context, "use", credential_id, refusal, None)
         return fields
 
     async def rotate(
