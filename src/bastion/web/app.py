@@ -27,7 +27,7 @@ from bastion.db import Database
 from bastion.stores import Stores, open_stores
 from bastion.vault.credentials import Vault, VaultLimits
 from bastion.vault.health import HealthChecker
-from bastion.web import csp_report, health
+from bastion.web import csp_report, health, metrics
 from bastion.web.api import create_api
 from bastion.web.auth import routes as auth_routes
 from bastion.web.auth.captcha import new_answer
@@ -166,6 +166,7 @@ def create_app(
             *health.routes,
             *auth_routes.routes,
             *csp_report.routes,
+            *metrics.routes,
             Mount(
                 "/static",
                 app=CachedStaticFiles(
