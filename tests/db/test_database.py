@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from bastion.db import Database
 from bastion.db import migrate as migrations
+from bastion.db.database import sync_url
 from bastion.db.tables import User
 
 
@@ -162,7 +163,7 @@ def test_migrations_build_exactly_the_schema_the_models_describe(database_url: s
     from bastion.db.tables import Base
 
     migrations.upgrade(database_url)
-    engine = create_engine(migrations.sync_url(database_url))
+    engine = create_engine(sync_url(database_url))
     try:
         with engine.connect() as conn:
             differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, insert, select, text
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from bastion.audit.chain import GENESIS, Event, canonical_details, record_hash
 from bastion.crypto.keyring import Keyring, Purpose
@@ -27,6 +29,9 @@ from bastion.errors import Unavailable
 logger = logging.getLogger("bastion.audit")
 
 _PG_CHAIN_LOCK = 0x6261_7374_696F_6E01  # "bastion" + 1: the audit chain's advisory lock
+_PG_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+_INSERT = insert(AuditEvent)
+_HEAD = select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
 _LIMITS = {"actor": 200, "action": 64, "target": 300, "reason": 500, "client_ip": 64}
 
 
@@ -52,12 +57,22 @@ class AuditLog:
 
     async def append_many(self, session: AsyncSession, events: Sequence[Event]) -> list[int]:
         if self.db.dialect == "postgresql":
-            await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CHAIN_LOCK})
-        head = (
-            await session.execute(
-                select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
-            )
-        ).first()
+            await session.execute(_PG_LOCK, {"k": _PG_CHAIN_LOCK})
+        rows = self._chain((await session.execute(_HEAD)).first(), events)
+        # A Core insert: the ORM's unit of work costs more than the write itself here.
+        await session.execute(_INSERT, rows)
+        return [row["seq"] for row in rows]
+
+    def append_blocking(self, session: Session, event: Event) -> int:
+        """append() for Database.write_in_thread: the same chain step, blocking driver."""
+        if self.db.dialect == "postgresql":
+            session.execute(_PG_LOCK, {"k": _PG_CHAIN_LOCK})
+        rows = self._chain(session.execute(_HEAD).first(), [event])
+        session.execute(_INSERT, rows)
+        return int(rows[0]["seq"])
+
+    def _chain(self, head: Row[int, str] | None, events: Sequence[Event]) -> list[dict[str, Any]]:
+        """The rows that extend the chain from `head` (seq, hash) by `events`."""
         seq, prev_hash = (head.seq, head.hash) if head else (0, GENESIS)
         key = self.keyring.active(Purpose.AUDIT_CHAIN)
         rows = []
@@ -79,9 +94,7 @@ class AuditLog:
             }
             row["hash"] = prev_hash = record_hash(key.key, prev_hash, row)
             rows.append(row)
-        # A Core insert: the ORM's unit of work costs more than the write itself here.
-        await session.execute(insert(AuditEvent), rows)
-        return [row["seq"] for row in rows]
+        return rows
 
     async def record(self, event: Event) -> int | None:
         """`event` in a transaction of its own (refusals, reads, sign-ins).

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import sqlalchemy
 from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 from bastion.errors import Unavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 WRITE_OPTION = "bastion_write"
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -48,6 +51,23 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def sync_url(url: str) -> str:
+    """The same database through its blocking driver (Alembic, the one-hop write path)."""
+    parsed = make_url(url)
+    if parsed.drivername == "sqlite+aiosqlite":
+        parsed = parsed.set(drivername="sqlite+pysqlite")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sync_engine(url: str) -> Engine:
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = sqlalchemy.create_engine(sync_url(url), pool_reset_on_return=None)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return sqlalchemy.create_engine(sync_url(url), pool_size=4, pool_pre_ping=True)
+
+
 def create_engine(url: str) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -64,7 +84,9 @@ def create_engine(url: str) -> AsyncEngine:
 
 class Database:
     def __init__(self, url: str) -> None:
+        self.url = url
         self.engine = create_engine(url)
+        self._blocking: Engine | None = None  # made on first use of write_in_thread
         self.dialect = self.engine.dialect.name
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time. Writers of this process queue here instead of
@@ -78,25 +100,51 @@ class Database:
             yield session
 
     @asynccontextmanager
+    async def _write_lock(self) -> AsyncIterator[None]:
+        if self._writer is None:
+            yield
+            return
+        # Bounded like SQLite's own wait: a task that nests write transactions fails
+        # loudly instead of waiting on itself for ever.
+        try:
+            async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_MS / 1000):
+                await self._writer.acquire()
+        except TimeoutError:
+            raise Unavailable("the database is busy: no write lock within 5 s") from None
+        try:
+            yield
+        finally:
+            self._writer.release()
+
+    @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session whose work commits on success and rolls back on any exception.
 
         It is a write transaction from its first statement (SQLite: BEGIN IMMEDIATE).
         """
         async with AsyncExitStack() as stack:
-            if self._writer is not None:
-                # Bounded like SQLite's own wait: a task that nests write transactions
-                # fails loudly instead of waiting on itself for ever.
-                try:
-                    async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_MS / 1000):
-                        await self._writer.acquire()
-                except TimeoutError:
-                    raise Unavailable("the database is busy: no write lock within 5 s") from None
-                stack.callback(self._writer.release)
+            await stack.enter_async_context(self._write_lock())
             session = await stack.enter_async_context(self.sessions())
             await stack.enter_async_context(session.begin())
             await session.connection(execution_options={WRITE_OPTION: True})
             yield session
+
+    async def write_in_thread(self, work: Callable[[Session], T]) -> T:
+        """`work` in one write transaction, run whole on a worker thread.
+
+        For hot paths: the async drivers pay a thread hop (aiosqlite) or an event-loop
+        round trip per call, a dozen per transaction; this pays one. `work` must not
+        touch the event loop.
+        """
+        async with self._write_lock():
+            return await asyncio.to_thread(self._write_blocking, work)
+
+    def _write_blocking(self, work: Callable[[Session], T]) -> T:
+        if self._blocking is None:
+            self._blocking = _sync_engine(self.url)
+        with Session(self._blocking, expire_on_commit=False) as session, session.begin():
+            session.connection(execution_options={WRITE_OPTION: True})
+            return work(session)
 
     async def ping(self, timeout: float = 2.0) -> None:
         async with asyncio.timeout(timeout), self.engine.connect() as conn:
@@ -104,3 +152,5 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._blocking is not None:
+            self._blocking.dispose()

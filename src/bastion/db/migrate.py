@@ -11,15 +11,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
+from bastion.db.database import sync_url
+
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-def sync_url(url: str) -> str:
-    """Alembic runs synchronously: same database, blocking driver."""
-    parsed = make_url(url)
-    if parsed.drivername == "sqlite+aiosqlite":
-        parsed = parsed.set(drivername="sqlite+pysqlite")
-    return parsed.render_as_string(hide_password=False)
 
 
 def _config(url: str) -> Config:

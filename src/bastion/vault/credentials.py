@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from bastion.accounts.rbac import Permission
 from bastion.audit.chain import Event
@@ -92,6 +93,18 @@ def _check_settings(kind: str, settings: Mapping[str, Any], fields: Mapping[str,
         raise InvalidInput("an oauth2 credential needs the field client_secret")
     if set(fields) - set(OAUTH_SECRET_FIELDS):
         raise InvalidInput(f"oauth2 fields are {', '.join(OAUTH_SECRET_FIELDS)}")
+
+
+# Built once: composing a statement costs more than SQLite takes to run it.
+_CURRENT_FIELDS = (
+    select(Credential, CredentialField)
+    .join(
+        CredentialField,
+        (CredentialField.credential_id == Credential.id)
+        & (CredentialField.version == Credential.version),
+    )
+    .where(Credential.id == bindparam("credential_id"))
+)
 
 
 def _refusal(
@@ -206,25 +219,6 @@ class Vault:
             aad = field_aad(row.credential_id, row.name, row.version)
             opened[row.name] = Secret(open_envelope(self.keyring, envelope, aad).decode())
         return opened
-
-    async def _current(
-        self, session: AsyncSession, credential_id: str
-    ) -> tuple[Credential, list[CredentialField]]:
-        """The credential and its current fields in one query (the run-time hot path)."""
-        rows = (
-            await session.execute(
-                select(Credential, CredentialField)
-                .join(
-                    CredentialField,
-                    (CredentialField.credential_id == Credential.id)
-                    & (CredentialField.version == Credential.version),
-                )
-                .where(Credential.id == credential_id)
-            )
-        ).all()
-        if not rows:
-            raise CredentialNotFound(f"no credential {credential_id[:40]!r}")
-        return rows[0][0], [field for _, field in rows]
 
     # -- operations ---------------------------------------------------------------------
 
@@ -360,24 +354,32 @@ class Vault:
     async def resolve(self, context: AccessContext, credential_id: str) -> dict[str, Secret]:
         """Run-time use by a workflow: scope-checked, blocked when unhealthy, audited.
 
-        The hot path of every run: one transaction. A refusal leaves it first, so its
-        audit record is written on its own rather than rolled back.
+        The hot path of every run: one query for the credential and its current fields,
+        the audit append, one transaction, all on one worker thread. A refusal leaves
+        the transaction first, so its audit record is not rolled back with it.
         """
-        async with self.db.transaction() as session:
-            credential, rows = await self._current(session, credential_id)
+
+        def work(session: Session) -> dict[str, Secret] | str:
+            rows = session.execute(_CURRENT_FIELDS, {"credential_id": credential_id}).all()
+            if not rows:
+                raise CredentialNotFound(f"no credential {credential_id[:40]!r}")
+            credential = rows[0][0]
             refusal = _refusal(credential, context, None)
-            if refusal is None and credential.health == "unhealthy":
+            if refusal is not None:
+                return refusal
+            if credential.health == "unhealthy":
                 raise CredentialBlocked(
                     f"credential {credential.name!r} is unhealthy: {credential.health_reason}"
                 )
-            if refusal is None:
-                fields = self._decrypt(rows)
-                await self.audit.append(
-                    session, self.event("use", context, credential_id, name=credential.name)
-                )
-        if refusal is not None:
-            await self.deny(context, "use", credential_id, refusal, None)
-        return fields
+            fields = self._decrypt(field for _, field in rows)
+            event = self.event("use", context, credential_id, name=credential.name)
+            self.audit.append_blocking(session, event)
+            return fields
+
+        outcome = await self.db.write_in_thread(work)
+        if isinstance(outcome, str):
+            await self.deny(context, "use", credential_id, outcome, None)
+        return outcome
 
     async def rotate(
         self, context: AccessContext, credential_id: str, fields: Mapping[str, Secret]
