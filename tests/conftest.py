@@ -4,11 +4,14 @@ import base64
 import itertools
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from bastion.crypto.keyring import Keyring
+from bastion.db import Database
+from bastion.db import migrate as migrations
 from bastion.logs import configure_logging
 from tests.services import PostgresServer, RedisServer, run_postgres, run_redis
 
@@ -47,6 +50,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'bastion.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture
+async def migrated_db(database_url: str) -> AsyncIterator[Database]:
+    """An empty database at the newest schema (SQLite and PostgreSQL)."""
+    migrations.upgrade(database_url)
+    database = Database(database_url)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def keyring() -> Keyring:
+    """A keyring around a fresh random master key."""
+    return Keyring(os.urandom(32))
 
 
 @pytest.fixture

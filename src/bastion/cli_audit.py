@@ -6,7 +6,7 @@ import asyncio
 import os
 import sys
 import unicodedata
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -19,11 +19,9 @@ from bastion.audit.chain import hash_value
 from bastion.audit.export import as_record, to_json
 from bastion.audit.log import AuditLog
 from bastion.audit.verify import verify as verify_chain
-from bastion.cli_setup import fail, prepared_settings, settings_or_exit
-from bastion.config import Settings
+from bastion.cli_setup import fail, prepared_settings, run_with_database, settings_or_exit
 from bastion.db import Database
 from bastion.db.tables import AuditEvent
-from bastion.errors import BastionError
 
 T = TypeVar("T")
 Q = TypeVar("Q", bound=Select[Any])
@@ -35,20 +33,6 @@ app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 
 class Format(StrEnum):
     JSONL = "jsonl"
-
-
-def run(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
-    async def go() -> T:
-        db = Database(settings.effective_database_url)
-        try:
-            return await work(db)
-        finally:
-            await db.dispose()
-
-    try:
-        return asyncio.run(go())
-    except BastionError as exc:
-        fail(str(exc))
 
 
 @contextmanager
@@ -77,7 +61,7 @@ def _write(lines: Sequence[str]) -> None:
 def verify() -> None:
     """Check every record against its hash and predecessor; exit 1 at the first break."""
     settings = prepared_settings()
-    verdict = run(settings, lambda db: verify_chain(db, settings.keyring()))
+    verdict = run_with_database(settings, lambda db: verify_chain(db, settings.keyring()))
     if verdict.ok:
         typer.echo(f"audit chain OK: {verdict.checked} record(s) verified, head {verdict.head}")
         return
@@ -156,7 +140,7 @@ def export(
                 after = rows[-1].seq
 
     with _stdout_closable():
-        run(settings, work)
+        run_with_database(settings, work)
 
 
 def _safe(text: str) -> str:
@@ -216,6 +200,6 @@ def tail(
 
     try:
         with _stdout_closable():
-            run(settings, work)
+            run_with_database(settings, work)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None

@@ -53,14 +53,13 @@ def prepare(settings: Settings) -> None:
     migrations.upgrade(settings.effective_database_url)
 
 
-def run_in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run `work` in one database transaction; a Bastion error is one line and exit 1."""
+def run_with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    """Run `work` against the database; a Bastion error is one line and exit 1."""
 
     async def go() -> T:
         db = Database(settings.effective_database_url)
         try:
-            async with db.transaction() as session:
-                return await work(session)
+            return await work(db)
         finally:
             await db.dispose()
 
@@ -68,6 +67,16 @@ def run_in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaita
         return asyncio.run(go())
     except BastionError as exc:
         fail(str(exc))
+
+
+def run_in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` in one database transaction; a Bastion error is one line and exit 1."""
+
+    async def in_transaction(db: Database) -> T:
+        async with db.transaction() as session:
+            return await work(session)
+
+    return run_with_database(settings, in_transaction)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

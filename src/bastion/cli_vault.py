@@ -8,7 +8,6 @@ is dropped from either. The CLI acts as the audit actor "cli" with admin rights.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,11 +24,10 @@ from sqlalchemy import select
 
 from bastion.accounts.workspaces import get_workspace
 from bastion.audit.log import AuditLog
-from bastion.cli_setup import fail, prepared_settings
+from bastion.cli_setup import fail, prepared_settings, run_with_database
 from bastion.config import Settings
 from bastion.db import Database
 from bastion.db.tables import Credential
-from bastion.errors import BastionError
 from bastion.vault.credentials import Vault, VaultLimits
 from bastion.vault.errors import CredentialNotFound
 from bastion.vault.health import HealthChecker
@@ -151,23 +149,16 @@ def run(work: Callable[[Services], Awaitable[T]], settings: Settings | None = No
     """Run `work` with the vault; a Bastion error is one line on stderr and exit 1."""
     settings = settings or prepared_settings()
 
-    async def go() -> T:
-        db = Database(settings.effective_database_url)
-        try:
-            keyring = settings.keyring()
-            audit = AuditLog(db, keyring, fail_closed=settings.audit_fail_closed)
-            limits = VaultLimits(
-                max_secret_bytes=settings.vault_max_secret_bytes,
-                rollback=timedelta(days=settings.vault_rollback_days),
-            )
-            return await work(Services(settings, db, audit, Vault(db, keyring, audit, limits)))
-        finally:
-            await db.dispose()
+    async def with_vault(db: Database) -> T:
+        keyring = settings.keyring()
+        audit = AuditLog(db, keyring, fail_closed=settings.audit_fail_closed)
+        limits = VaultLimits(
+            max_secret_bytes=settings.vault_max_secret_bytes,
+            rollback=timedelta(days=settings.vault_rollback_days),
+        )
+        return await work(Services(settings, db, audit, Vault(db, keyring, audit, limits)))
 
-    try:
-        return asyncio.run(go())
-    except BastionError as exc:
-        fail(str(exc))
+    return run_with_database(settings, with_vault)
 
 
 # -- commands -----------------------------------------------------------------------------

@@ -142,13 +142,10 @@ async def test_http_batches_are_retried_until_the_receiver_accepts_them(
     assert batch["checkpoint"]["seq"] == 3
 
 
-async def test_fail_closed_refuses_what_it_cannot_record(keyring: Keyring, tmp_path: Path) -> None:
-    unusable = tmp_path / "audit.db"
-    unusable.mkdir()  # a directory where the database file should be: every write fails
-    broken = Database(f"sqlite+aiosqlite:///{unusable}")
-    try:
-        with pytest.raises(AuditUnavailable):
-            await AuditLog(broken, keyring, fail_closed=True).record(Event("x.y", "cli"))
-        assert await AuditLog(broken, keyring).record(Event("x.y", "cli")) is None
-    finally:
-        await broken.dispose()
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_fail_closed_refuses_what_it_cannot_record(db: Database, keyring: Keyring) -> None:
+    async with db.transaction() as session:
+        await session.execute(text("DROP TABLE audit_events"))  # every append now fails
+    with pytest.raises(AuditUnavailable):
+        await AuditLog(db, keyring, fail_closed=True).record(Event("x.y", "cli"))
+    assert await AuditLog(db, keyring).record(Event("x.y", "cli")) is None

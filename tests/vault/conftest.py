@@ -1,15 +1,11 @@
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
-
 import pytest
 
 from bastion.accounts.rbac import Role
 from bastion.audit.log import AuditLog
 from bastion.crypto.keyring import Keyring
 from bastion.db import Database
-from bastion.db import migrate as migrations
 from bastion.db.tables import Workspace
 from bastion.vault.credentials import Vault
 from bastion.vault.policy import AccessContext
@@ -34,23 +30,15 @@ def run(workflow: str, workspace: int = OPS) -> AccessContext:
 
 
 @pytest.fixture
-def keyring() -> Keyring:
-    return Keyring(os.urandom(32))
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    migrations.upgrade(database_url)
-    database = Database(database_url)
-    async with database.transaction() as session:
+async def db(migrated_db: Database) -> Database:
+    async with migrated_db.transaction() as session:
         session.add_all(
             [
                 Workspace(id=OPS, slug="ops", name="Ops"),
                 Workspace(id=OTHER, slug="other", name="Other"),
             ]
         )
-    yield database
-    await database.dispose()
+    return migrated_db
 
 
 @pytest.fixture
