@@ -421,6 +421,37 @@ class Vault:
             )
         return credential
 
+    async def update(
+        self,
+        context: AccessContext,
+        credential_id: str,
+        *,
+        description: str | None = None,
+        policy: ScopePolicy | None = None,
+        rotation_period_days: int | None = None,
+    ) -> Credential:
+        """Metadata only: the material changes through rotate()."""
+        if description is not None and len(description) > 500:
+            raise InvalidInput("description is longer than 500 characters")
+        await self.check(context, credential_id, Permission.MANAGE_CREDENTIALS, "update")
+        changed = []
+        async with self.db.transaction() as session:
+            credential = await self.load(session, credential_id)
+            if description is not None:
+                credential.description = description
+                changed.append("description")
+            if policy is not None:
+                credential.policy = policy.to_json()
+                changed.append("policy")
+            if rotation_period_days is not None:
+                credential.rotation_period_days = rotation_period_days
+                changed.append("rotation_period_days")
+            await self.audit.append(
+                session,
+                self.event("update", context, credential_id, name=credential.name, changed=changed),
+            )
+        return credential
+
     async def _purge(
         self, session: AsyncSession, now: datetime, credential_id: str | None = None
     ) -> None:

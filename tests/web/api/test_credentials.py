@@ -198,3 +198,38 @@ async def test_the_canary_appears_nowhere_but_in_the_reveal(
     for place, data in places.items():
         for needle in needles:
             assert needle.encode() not in data, f"{needle[:8]}… leaked into {place}"
+
+
+async def test_alerts_are_listed_and_acknowledged_by_owners_only(team: Team) -> None:
+    # A failed test raises an alert at once: an OAuth2 credential whose provider is down.
+    broken = await team.olive.post(
+        "/api/v1/credentials?workspace_id=1",
+        json={
+            "name": "unreachable",
+            "kind": "oauth2",
+            "settings": {"token_url": "http://127.0.0.1:9/token", "client_id": "x"},
+            "fields": {"client_secret": "client secret value"},
+        },
+    )
+    tested = await team.olive.post(f"/api/v1/credentials/{broken.json()['id']}/test")
+    assert tested.json()["health"] == "unhealthy"
+    listed = await team.vic.get("/api/v1/credential-alerts")
+    [alert] = listed.json()
+    assert alert["kind"] == "validation_failed" and alert["credential_name"] == "unreachable"
+    url = f"/api/v1/credential-alerts/{alert['id']}/acknowledge"
+    assert (await team.vic.post(url)).status_code == 404  # a viewer cannot
+    acknowledged = await team.olive.post(url)
+    assert (
+        acknowledged.status_code == 200 and acknowledged.json()["acknowledged_by"] == "user:olive"
+    )
+
+
+async def test_owners_update_the_scope_and_viewers_cannot(team: Team) -> None:
+    credential = (await create(team.olive)).json()["id"]
+    url = f"/api/v1/credentials/{credential}"
+    assert (await team.vic.patch(url, json={"description": "mine"})).status_code == 403
+    narrowed = await team.olive.patch(url, json={"policy": {"roles": ["owner"]}})
+    assert narrowed.status_code == 200 and narrowed.json()["policy"]["roles"] == ["owner"]
+    assert (await team.vic.get(url)).status_code == 403  # now out of the viewer's scope
+    bad = await team.olive.patch(url, json={"policy": {"roles": ["root"]}})
+    assert bad.status_code == 400 and "unknown role" in bad.json()["message"]

@@ -54,6 +54,12 @@ class RotateIn(BaseModel):
     fields: dict[str, str]
 
 
+class CredentialPatch(BaseModel):
+    description: str | None = Field(default=None, max_length=500)
+    policy: Policy | None = None
+    rotation_period_days: int | None = Field(default=None, ge=1, le=3650)
+
+
 class RevealIn(BaseModel):
     reason: str = Field(min_length=3, max_length=500)
 
@@ -106,6 +112,10 @@ async def _out(request: Request, credential: Credential) -> CredentialOut:
     )
 
 
+def _policy(policy: Policy) -> ScopePolicy:
+    return ScopePolicy(tuple(policy.workspaces), tuple(policy.workflows), tuple(policy.roles))
+
+
 def _secrets(fields: dict[str, str]) -> dict[str, Secret]:
     return {name: Secret(value) for name, value in fields.items()}
 
@@ -134,9 +144,7 @@ async def create(
         kind=body.kind,
         fields=_secrets(body.fields),
         settings=body.settings,
-        policy=ScopePolicy(
-            tuple(body.policy.workspaces), tuple(body.policy.workflows), tuple(body.policy.roles)
-        ),
+        policy=_policy(body.policy),
         description=body.description,
         rotation_period_days=body.rotation_period_days,
     )
@@ -147,6 +155,21 @@ async def create(
 async def describe(credential_id: str, principal: SignedIn, request: Request) -> CredentialOut:
     context = await _home(request, principal, credential_id)
     return await _out(request, await request.state.services.vault.describe(context, credential_id))
+
+
+@router.patch("/credentials/{credential_id}")
+async def update(
+    credential_id: str, body: CredentialPatch, principal: SignedIn, request: Request
+) -> CredentialOut:
+    context = await _home(request, principal, credential_id)
+    credential = await request.state.services.vault.update(
+        context,
+        credential_id,
+        description=body.description,
+        policy=_policy(body.policy) if body.policy is not None else None,
+        rotation_period_days=body.rotation_period_days,
+    )
+    return await _out(request, credential)
 
 
 @router.post("/credentials/{credential_id}/rotate")

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from bastion.audit.chain import Event
+from bastion.audit.chain import Event, hash_value
 from bastion.logs import request_id
 from bastion.web.access import declare
 from bastion.web.auth import captcha_store, login_tokens
@@ -29,7 +29,12 @@ security_log = logging.getLogger("bastion.security.auth")
 
 
 async def audit(
-    request: Request, action: str, actor: str, outcome: str = "success", reason: str = ""
+    request: Request,
+    action: str,
+    actor: str,
+    outcome: str = "success",
+    reason: str = "",
+    **details: str,
 ) -> None:
     await request.state.services.audit.record(
         Event(
@@ -39,6 +44,7 @@ async def audit(
             reason=reason,
             client_ip=client_ip(request),
             request_id=request_id.get(),
+            details=details,
         )
     )
 
@@ -142,7 +148,10 @@ async def login(request: Request) -> Response:
         security_log.warning("sign-in failed for %r from %s: %s", username, address, reason)
         # Throttled attempts above are not recorded one by one: a flood must not turn
         # into a flood of audit writes. The failures that led to the throttle are.
-        await audit(request, "auth.sign_in", f"user:{username[:64]}", "failure", reason)
+        # What was typed as a username is sometimes a password typed into the wrong
+        # field: the trail keeps its HMAC (`bastion audit hash NAME` finds it).
+        typed = hash_value(services.audit.keyring, username)
+        await audit(request, "auth.sign_in", "anonymous", "failure", reason, username=typed)
         return await _login_form(request, status=401, message=FAILED, next_path=next_path)
 
     await services.throttle.succeeded(address, username)
