@@ -15,8 +15,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy import Select, select
 
-from bastion.audit.chain import hash_value
-from bastion.audit.export import as_record, to_json
+from bastion.audit.chain import hash_value, to_json
+from bastion.audit.export import as_record
 from bastion.audit.log import AuditLog
 from bastion.audit.verify import verify as verify_chain
 from bastion.cli_setup import fail, prepared_settings, run_with_database, settings_or_exit

@@ -142,7 +142,10 @@ def parse_cef(line: str) -> tuple[list[str], dict[str, str]]:
 
 
 def expected_json(record: dict[str, object]) -> dict[str, object]:
-    decoded: dict[str, object] = json.loads(json.dumps(record, default=datetime.isoformat))
+    def time(value: datetime) -> str:
+        return value.isoformat(timespec="microseconds")
+
+    decoded: dict[str, object] = json.loads(json.dumps(record, default=time))
     return decoded
 
 

@@ -57,7 +57,7 @@ def canonical(record: Mapping[str, Any]) -> bytes:
         else record["details"],
         "key_id": record["key_id"],
     }
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return to_json(body).encode()
 
 
 def record_hash(key: bytes, prev_hash: str, record: Mapping[str, Any]) -> str:
@@ -65,7 +65,21 @@ def record_hash(key: bytes, prev_hash: str, record: Mapping[str, Any]) -> str:
 
 
 def canonical_details(details: Mapping[str, Any]) -> str:
-    return json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return to_json(details)
+
+
+def to_json(value: Mapping[str, Any]) -> str:
+    """The one JSON form of audit data, hashed and exported alike: sorted keys, compact,
+    UTF-8 text, times to the microsecond (a SIEM sees the same record from every sink)."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_time
+    )
+
+
+def _time(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="microseconds")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def hash_value(keyring: Keyring, value: str) -> str:

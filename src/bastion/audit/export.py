@@ -15,15 +15,13 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 from prometheus_client import Gauge
-from sqlalchemy import select
 
-from bastion.audit.chain import Checkpoint, sign_checkpoint
+from bastion.audit.chain import Checkpoint, sign_checkpoint, to_json
 from bastion.audit.log import AuditLog
 from bastion.audit.syslog import (
     SinkUnavailable,
@@ -56,15 +54,6 @@ def as_record(row: AuditEvent) -> dict[str, Any]:
         "prev_hash": row.prev_hash,
         "hash": row.hash,
     }
-
-
-def to_json(record: dict[str, Any]) -> str:
-    def default(value: object) -> str:
-        if isinstance(value, datetime):
-            return value.isoformat(timespec="microseconds")
-        raise TypeError(type(value).__name__)
-
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), default=default)
 
 
 class Exporter(Protocol):
@@ -227,12 +216,6 @@ async def latest_checkpoints(path: Path) -> list[dict[str, Any]]:
         return found
 
     return await asyncio.to_thread(read)
-
-
-async def cursors(audit: AuditLog) -> dict[str, int]:
-    async with audit.db.session() as session:
-        rows = await session.execute(select(AuditCursor.exporter, AuditCursor.seq))
-        return {name: seq for name, seq in rows.all()}
 
 
 def configured_exporters(

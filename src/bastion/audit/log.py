@@ -136,5 +136,10 @@ class AuditLog:
             return (await session.scalars(query.limit(limit))).all()
 
     async def head(self) -> int:
-        async with self.db.session() as session:
-            return int(await session.scalar(select(func.max(AuditEvent.seq))) or 0)
+        return await head_seq(self.db)
+
+
+async def head_seq(db: Database) -> int:
+    """The highest seq in the store (0 when empty)."""
+    async with db.session() as session:
+        return int(await session.scalar(select(func.max(AuditEvent.seq))) or 0)

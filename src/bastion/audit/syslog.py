@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import select
 import ssl
@@ -19,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from bastion.audit.chain import to_json
 
 SEVERITY_WARNING = 4
 SEVERITY_INFO = 6
@@ -78,22 +79,9 @@ def _sd_value(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
 
 
-def _json_default(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def _record_json(record: Record) -> bytes:
     """The whole record as compact JSON with sorted keys, UTF-8 without a BOM."""
-    text = json.dumps(
-        dict(record),
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        default=_json_default,
-    )
-    return text.encode("utf-8")
+    return to_json(record).encode("utf-8")
 
 
 def _rfc5424(

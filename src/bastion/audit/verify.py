@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from bastion.audit.chain import GENESIS, Checkpoint, record_hash
+from bastion.audit.log import head_seq
 from bastion.crypto.errors import UnknownKeyId
 from bastion.crypto.keyring import Keyring, Purpose
 from bastion.db import Database
@@ -52,7 +53,7 @@ async def verify(
                 problem = _check(keyring, row, expected_seq, prev_hash)
                 if problem:
                     bad = min(row.seq, expected_seq)  # a gap is named by the missing seq
-                    return Verdict(False, checked, await _head(db), bad, problem)
+                    return Verdict(False, checked, await head_seq(db), bad, problem)
                 if row.seq in witnessed and witnessed[row.seq] != row.hash:
                     return Verdict(
                         False, checked, row.seq, row.seq, "differs from a signed checkpoint"
@@ -87,9 +88,3 @@ def _check(keyring: Keyring, row: AuditEvent, expected_seq: int, prev_hash: str)
     if record_hash(key, row.prev_hash, fields) != row.hash:
         return "its contents do not match its hash: modified"
     return ""
-
-
-async def _head(db: Database) -> int:
-    async with db.session() as session:
-        rows = await session.scalars(select(AuditEvent.seq).order_by(AuditEvent.seq.desc()))
-        return int(rows.first() or 0)

@@ -314,15 +314,6 @@ class Vault:
     async def describe(self, context: AccessContext, credential_id: str) -> Credential:
         return await self.check(context, credential_id, Permission.READ, "describe")
 
-    async def versions(self, credential_id: str) -> list[int]:
-        async with self.db.session() as session:
-            rows = await session.scalars(
-                select(CredentialField.version)
-                .where(CredentialField.credential_id == credential_id)
-                .distinct()
-            )
-            return sorted(rows)
-
     async def field_names(self, credential_id: str, version: int) -> list[str]:
         async with self.db.session() as session:
             rows = await session.scalars(
