@@ -88,6 +88,20 @@ end
 PACED_LUA = FLOOD_LUA + f"\ndelay = function() return math.random(0, {2 * PACE_MS}) end\n"
 
 
+def filled(page: httpx.Response, captcha: str, username: str, password: str) -> dict[str, str]:
+    """The sign-in form from `page`, filled in."""
+    token, nonce = TOKEN.search(page.text), NONCE.search(page.text)
+    if not token or not nonce:
+        raise RuntimeError(f"no sign-in form in the answer ({page.status_code})")
+    return {
+        "csrf_token": token[1],
+        "captcha_nonce": nonce[1],
+        "captcha": captcha,
+        "username": username,
+        "password": password,
+    }
+
+
 async def throttle_all(url: str) -> dict[str, object]:
     """Phase 1: every address fails through real forms until it is throttled."""
     started = time.monotonic()
@@ -100,16 +114,7 @@ async def throttle_all(url: str) -> dict[str, object]:
             via = {"x-forwarded-for": address(n)}
             for attempt in range(20):
                 page = await http.get("/login", headers=via)
-                token, nonce = TOKEN.search(page.text), NONCE.search(page.text)
-                if not token or not nonce:
-                    raise RuntimeError(f"no form for {address(n)}: {page.status_code}")
-                form = {
-                    "csrf_token": token[1],
-                    "captcha_nonce": nonce[1],
-                    "captcha": "AAAAA",
-                    "username": f"user{n * 20 + attempt}",
-                    "password": "wrong password",
-                }
+                form = filled(page, "AAAAA", f"user{n * 20 + attempt}", "wrong password")
                 status = (await http.post("/login", data=form, headers=via)).status_code
                 statuses[status] = statuses.get(status, 0) + 1
                 if status == 429:
@@ -125,16 +130,7 @@ def operator_sign_in(url: str, answers: Path, password: str) -> dict[str, object
         started = time.perf_counter()
         page = http.get("/login", headers=OPERATOR)
         answer = answers.read_text().splitlines()[-1]
-        token, nonce = TOKEN.search(page.text), NONCE.search(page.text)
-        if not token or not nonce:
-            raise RuntimeError(f"operator got no form: {page.status_code}")
-        form = {
-            "csrf_token": token[1],
-            "captcha_nonce": nonce[1],
-            "captcha": answer,
-            "username": "admin",
-            "password": password,
-        }
+        form = filled(page, answer, "admin", password)
         response = http.post("/login", data=form, headers=OPERATOR)
         return {
             "status": response.status_code,

@@ -16,8 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bastion.audit.chain import Event
-from bastion.logs import request_id
+from bastion.web import auditing
 from bastion.web.access import declare
 from bastion.web.forms import read_body
 from bastion.web.middleware.client_ip import client_ip
@@ -86,15 +85,9 @@ async def csp_report(request: Request) -> Response:
         log.warning(
             "CSP violation reported from %s: %s", address, json.dumps(report, sort_keys=True)
         )
-        await services.audit.record(
-            Event(
-                action="http.csp_violation",
-                actor="browser",
-                outcome="denied",
-                client_ip=address,
-                request_id=request_id.get(),
-                details=report,  # already sanitized and truncated by _clean
-            )
+        # The fields are already sanitized and truncated by _clean.
+        await auditing.record(
+            request, "http.csp_violation", "browser", outcome="denied", details=report
         )
     return Response(status_code=204)
 

@@ -10,8 +10,7 @@ from starlette.exceptions import HTTPException
 from bastion.accounts.rbac import Permission, Principal
 from bastion.accounts.tokens import authenticate
 from bastion.accounts.workspaces import roles_of
-from bastion.audit.chain import Event
-from bastion.logs import request_id
+from bastion.web import auditing
 from bastion.web.access import Access
 from bastion.web.auth.csrf import SAFE_METHODS, origin_problem, token_problem
 from bastion.web.auth.guard import current_session
@@ -46,16 +45,13 @@ async def _principal(request: Request) -> Principal:
         )
         if problem is not None:
             security_log.warning("API call refused for %r: %s", console.username, problem)
-            await services.audit.record(
-                Event(
-                    action="auth.csrf_rejected",
-                    actor=f"user:{console.username}",
-                    target=request.url.path,
-                    outcome="denied",
-                    reason=problem,
-                    client_ip=client_ip(request),
-                    request_id=request_id.get(),
-                )
+            await auditing.record(
+                request,
+                "auth.csrf_rejected",
+                f"user:{console.username}",
+                target=request.url.path,
+                outcome="denied",
+                reason=problem,
             )
             raise HTTPException(403, problem)
     async with services.db.session() as session:

@@ -12,8 +12,8 @@ from starlette.exceptions import HTTPException
 
 from bastion.accounts.rbac import Principal
 from bastion.accounts.users import list_users
-from bastion.audit.chain import Event
 from bastion.db.tables import User
+from bastion.web import auditing
 from bastion.web.api.principals import Requires
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -62,7 +62,7 @@ async def end_sessions(user_id: int, principal: Admin, request: Request) -> Resp
             raise HTTPException(404, f"no user {user_id}")
     await services.sessions.end_all_for(user_id)
     security_log.info("%r ended all sessions of user %s", principal.username, user_id)
-    await services.audit.record(
-        Event("auth.sessions_ended", f"user:{principal.username}", target=f"user:{user_id}")
+    await auditing.record(
+        request, "auth.sessions_ended", f"user:{principal.username}", target=f"user:{user_id}"
     )
     return Response(status_code=204)

@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from bastion.audit.chain import Event, hash_value
-from bastion.logs import request_id
+from bastion.audit.chain import hash_value
+from bastion.web import auditing
 from bastion.web.access import declare
 from bastion.web.auth import captcha_store, login_tokens
 from bastion.web.auth.csrf import origin_problem, token_problem
@@ -26,27 +26,6 @@ if TYPE_CHECKING:
     from bastion.web.app import Services
 
 security_log = logging.getLogger("bastion.security.auth")
-
-
-async def audit(
-    request: Request,
-    action: str,
-    actor: str,
-    outcome: str = "success",
-    reason: str = "",
-    **details: str,
-) -> None:
-    await request.state.services.audit.record(
-        Event(
-            action=action,
-            actor=actor,
-            outcome=outcome,
-            reason=reason,
-            client_ip=client_ip(request),
-            request_id=request_id.get(),
-            details=details,
-        )
-    )
 
 
 # One message for every credential failure: never which of user, password or captcha.
@@ -151,7 +130,14 @@ async def login(request: Request) -> Response:
         # What was typed as a username is sometimes a password typed into the wrong
         # field: the trail keeps its HMAC (`bastion audit hash NAME` finds it).
         typed = hash_value(services.audit.keyring, username)
-        await audit(request, "auth.sign_in", "anonymous", "failure", reason, username=typed)
+        await auditing.record(
+            request,
+            "auth.sign_in",
+            "anonymous",
+            outcome="failure",
+            reason=reason,
+            details={"username": typed},
+        )
         return await _login_form(request, status=401, message=FAILED, next_path=next_path)
 
     await services.throttle.succeeded(address, username)
@@ -162,7 +148,7 @@ async def login(request: Request) -> Response:
         user_id=user.id, username=user.username, is_admin=user.is_admin
     )
     security_log.info("sign-in succeeded for %r from %s", user.username, address)
-    await audit(request, "auth.sign_in", f"user:{user.username}")
+    await auditing.record(request, "auth.sign_in", f"user:{user.username}")
     response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(cookie_name(services.settings), session.id, **_cookie_flags(services))
     return response
@@ -206,11 +192,18 @@ async def logout(request: Request) -> Response:
         security_log.warning(
             "sign-out refused for %r from %s: %s", session.username, client_ip(request), problem
         )
-        await audit(request, "auth.csrf_rejected", f"user:{session.username}", "denied", problem)
+        await auditing.record(
+            request,
+            "auth.csrf_rejected",
+            f"user:{session.username}",
+            target=request.url.path,
+            outcome="denied",
+            reason=problem,
+        )
         raise HTTPException(403, problem)
     await services.sessions.delete(session.id)
     security_log.info("signed out %r from %s", session.username, client_ip(request))
-    await audit(request, "auth.sign_out", f"user:{session.username}")
+    await auditing.record(request, "auth.sign_out", f"user:{session.username}")
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(cookie_name(services.settings), **_cookie_flags(services))
     return response
