@@ -7,6 +7,7 @@ Secret settings also accept a `…_FILE` variant (the container-secret conventio
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import zoneinfo
 from collections.abc import Mapping
@@ -23,7 +24,8 @@ from sqlalchemy.exc import ArgumentError
 
 from bastion.crypto.errors import MalformedKey
 from bastion.crypto.keyring import Keyring, decode_key, parse_key_list
-from bastion.errors import BastionError
+from bastion.errors import BastionError, InvalidInput
+from bastion.workflows.egress import DEFAULT_DENY, EgressPolicy
 
 ENV_PREFIX = "BASTION_"
 MASTER_KEY_FILENAME = "master.key"
@@ -102,6 +104,23 @@ class Settings(BaseSettings):
     audit_syslog_format: Literal["rfc5424", "cef"] = "rfc5424"
     audit_syslog_ca_file: Path | None = None
     audit_http_url: str | None = None
+
+    executor: Literal["inline", "celery"] = "inline"
+    run_concurrency: int = Field(default=64, ge=1, le=10_000)  # inline: runs at once per server
+    workspace_concurrency: int = Field(default=16, ge=1, le=10_000)
+    run_lease_seconds: int = Field(default=30, ge=2, le=3600)
+    run_max_input_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    run_max_output_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    run_event_output_bytes: int = Field(default=4096, ge=256, le=1024 * 1024)
+    run_max_steps: int = Field(default=1000, ge=10, le=100_000)
+    node_max_delay_seconds: int = Field(default=3600, ge=0, le=7 * 24 * 3600)
+    egress_deny: str = ""  # CIDRs denied on top of the built-in list, comma-separated
+    egress_allow: str = ""  # ip:port or CIDR exceptions, comma-separated
+    sandbox_cpu_seconds: int = Field(default=5, ge=1, le=3600)
+    sandbox_wall_seconds: int = Field(default=10, ge=1, le=3600)
+    sandbox_memory_mib: int = Field(default=256, ge=32, le=64 * 1024)
+    sandbox_concurrency: int = Field(default=4, ge=1, le=256)
+    sandbox_uid_base: int = Field(default=64000, ge=1000, le=2**31 - 100_000)
 
     @classmethod
     def settings_customise_sources(
@@ -376,7 +395,54 @@ def _cross_checks(settings: Settings) -> tuple[list[Problem], list[Problem]]:
                 f"or run `bastion init` to create {settings.default_master_key_path}",
             )
         )
+    if settings.executor == "celery" and settings.redis_url is None:
+        problems.append(
+            Problem(
+                "BST-E010",
+                "BASTION_EXECUTOR",
+                "celery needs a broker: set BASTION_REDIS_URL",
+            )
+        )
+    try:
+        egress_policy(settings)
+    except InvalidInput as exc:
+        problems.append(Problem("BST-E011", "BASTION_EGRESS_DENY / _ALLOW", str(exc)))
     return problems, warnings
+
+
+_DEFAULT_PORTS = {"postgresql": 5432, "redis": 6379, "rediss": 6379}
+
+
+def _entries(value: str) -> list[str]:
+    return [entry.strip() for entry in value.split(",") if entry.strip()]
+
+
+def egress_policy(settings: Settings) -> EgressPolicy:
+    """Where workflows may not send requests: the built-in list, the operator's additions,
+    and Bastion's own listeners (always)."""
+    internal = [_listener(settings.host, settings.port)]
+    for url in (settings.database_url, settings.redis_url):
+        if url is not None:
+            parsed = urlsplit(url.get_secret_value())
+            port = parsed.port or _DEFAULT_PORTS.get(parsed.scheme.split("+")[0])
+            if parsed.hostname and port:
+                internal.append(_listener(parsed.hostname, port))
+    return EgressPolicy.parse(
+        [*DEFAULT_DENY, *_entries(settings.egress_deny)],
+        _entries(settings.egress_allow),
+        [entry for entry in internal if entry],
+    )
+
+
+def _listener(host: str, port: int) -> str:
+    """An `internal` entry for host:port; a wildcard bind covers that port everywhere."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return ""  # a name: the deny list covers loopback names, DNS is not consulted here
+    if address.is_unspecified:
+        return f"0.0.0.0/0:{port}"
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
 
 
 @dataclass(frozen=True)

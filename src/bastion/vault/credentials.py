@@ -311,6 +311,18 @@ class Vault:
         async with self.db.session() as session:
             return (await self.load(session, credential_id)).workspace_id
 
+    async def id_named(self, workspace_id: int, name: str) -> str:
+        """The id of the credential called `name` in a workspace (how workflows name them)."""
+        async with self.db.session() as session:
+            found = await session.scalar(
+                select(Credential.id).where(
+                    Credential.workspace_id == workspace_id, Credential.name == name
+                )
+            )
+        if found is None:
+            raise CredentialNotFound(f"no credential named {name[:100]!r} in this workspace")
+        return found
+
     async def describe(self, context: AccessContext, credential_id: str) -> Credential:
         return await self.check(context, credential_id, Permission.READ, "describe")
 

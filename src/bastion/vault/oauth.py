@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
-import warnings
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -19,27 +18,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
-import authlib.deprecate  # type: ignore[import-untyped]  # noqa: F401
 import httpx
+import httpx2
+
+# Authlib drives httpx2 (LangGraph's langsmith installs it); Bastion's own requests go
+# through httpx. The transport below is the seam: Authlib's request is re-sent through the
+# caller's httpx client, whose connections and limits Bastion controls.
+from authlib.integrations.httpx_client import (  # type: ignore[import-untyped]
+    AsyncOAuth2Client,
+)
+from authlib.integrations.httpx_client import (
+    OAuthError as AuthlibOAuthError,
+)
 
 from bastion.logs import REDACTED, redactor
 from bastion.vault.secret import Secret
-
-with warnings.catch_warnings():
-    # Authlib prefers httpx2 and warns when it falls back to httpx, the client this project
-    # uses; the fallback is wanted, the warning would break warnings-as-errors. (Its import
-    # above installs an "always" filter that would otherwise win over this one.)
-    warnings.filterwarnings("ignore", "The httpx module is deprecated", DeprecationWarning)
-    from authlib.integrations.httpx_client import (  # type: ignore[import-untyped]
-        AsyncOAuth2Client,
-    )
-    from authlib.integrations.httpx_client import (
-        OAuthError as AuthlibOAuthError,
-    )
-
-if not issubclass(AsyncOAuth2Client, httpx.AsyncClient):  # pragma: no cover
-    # With httpx2 installed Authlib drives that library instead, and our transport would not fit.
-    raise ImportError("Authlib no longer drives httpx; bastion.vault.oauth needs updating")
 
 MAX_ANSWER_BYTES = 64 * 1024
 MAX_REASON_CHARS = 200
@@ -110,7 +103,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class _BoundedStream(httpx.AsyncByteStream):
+class _BoundedStream(httpx2.AsyncByteStream):
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
 
@@ -126,16 +119,22 @@ class _BoundedStream(httpx.AsyncByteStream):
         await self._response.aclose()
 
 
-class _BoundedTransport(httpx.AsyncBaseTransport):
+class _BoundedTransport(httpx2.AsyncBaseTransport):
     """Sends Authlib's request through the given client; never follows a redirect (that
     would re-send the credentials elsewhere) and caps the answer's size."""
 
     def __init__(self, http: httpx.AsyncClient) -> None:
         self._http = http
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        outgoing = httpx.Request(
+            request.method,
+            str(request.url),
+            headers=request.headers.raw,
+            content=await request.aread(),
+        )
         # auth=None: the request carries our client authentication and nothing else.
-        response = await self._http.send(request, stream=True, follow_redirects=False, auth=None)
+        response = await self._http.send(outgoing, stream=True, follow_redirects=False, auth=None)
         headers = response.headers
         length = headers.get("content-length", "")
         encoding = headers.get("content-encoding", "identity").strip().lower()
@@ -148,15 +147,14 @@ class _BoundedTransport(httpx.AsyncBaseTransport):
         if problem is not None:
             await response.aclose()
             raise OAuthError("invalid_response", problem)
-        return httpx.Response(
+        return httpx2.Response(
             response.status_code,
-            headers=headers,
+            headers=headers.raw,
             stream=_BoundedStream(response),
-            extensions=response.extensions,
         )
 
 
-def _check_status(response: httpx.Response) -> httpx.Response:
+def _check_status(response: httpx2.Response) -> httpx2.Response:
     """Authlib hook: only a 2xx answer may be read as a token, only a 4xx one as an error."""
     status = response.status_code
     if response.is_success:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -24,6 +24,10 @@ from bastion.audit.log import AuditLog
 from bastion.background import BackgroundService, Supervisor
 from bastion.config import Settings
 from bastion.db import Database
+from bastion.execution.dispatcher import Dispatcher
+from bastion.execution.factory import background_of, dispatcher_of, executor_of, open_engine
+from bastion.execution.sandbox import Sandbox
+from bastion.runs.signals import RunSignals
 from bastion.stores import Stores, open_stores
 from bastion.vault.credentials import Vault, VaultLimits
 from bastion.vault.health import HealthChecker
@@ -41,6 +45,7 @@ from bastion.web.middleware.request_context import RequestContextMiddleware
 from bastion.web.middleware.security_headers import SecurityHeadersMiddleware
 from bastion.web.static_files import CachedStaticFiles
 from bastion.web.templates import STATIC_DIR
+from bastion.workflows.store import Workflows
 
 log = logging.getLogger("bastion.app")
 SWEEP_SECONDS = 60  # OAuth2 refresh ahead of expiry, alerts, expired rollback versions
@@ -60,6 +65,10 @@ class Services:
     audit: AuditLog
     vault: Vault
     health: HealthChecker
+    workflows: Workflows
+    dispatcher: Dispatcher
+    signals: RunSignals
+    sandbox: Sandbox
 
 
 class BastionApp(Starlette):
@@ -128,34 +137,57 @@ def create_app(
         checker = HealthChecker(
             vault, margin=timedelta(seconds=settings.oauth_refresh_margin_seconds)
         )
-        supervisor = Supervisor([*background, *_vault_and_audit_services(settings, audit, checker)])
-        await supervisor.start()
-        log.info("bastion ready (database: %s, stores: %s)", db.dialect, stores.backend)
+        signals = RunSignals()
         try:
-            # Lifespan state: the server copies it into every request's scope, mounted
-            # apps included.
-            yield {
-                "services": Services(
-                    settings=settings,
-                    db=db,
-                    stores=stores,
-                    sessions=SessionManager(
-                        stores.kv,
-                        idle_seconds=settings.session_idle_minutes * 60,
-                        absolute_seconds=settings.session_absolute_hours * 3600,
-                    ),
-                    throttle=LoginThrottle(
-                        stores.limiter, max_failures=settings.login_max_failures
-                    ),
-                    credentials=CredentialChecker(db),
-                    captcha_answers=captcha_answers,
-                    audit=audit,
-                    vault=vault,
-                    health=checker,
+            async with AsyncExitStack() as stack:
+                execution = await stack.enter_async_context(
+                    open_engine(settings, db, vault, signals=signals)
                 )
-            }
+                executor = executor_of(settings, execution.engine)
+                stack.push_async_callback(executor.stop)
+                dispatcher = dispatcher_of(settings, execution, executor)
+                supervisor = Supervisor(
+                    [
+                        *background,
+                        *_vault_and_audit_services(settings, audit, checker),
+                        *background_of(execution.engine, dispatcher),
+                    ]
+                )
+                await supervisor.start()
+                stack.push_async_callback(supervisor.stop)
+                log.info(
+                    "bastion ready (database: %s, stores: %s, executor: %s)",
+                    db.dialect,
+                    stores.backend,
+                    executor.name,
+                )
+                # Lifespan state: the server copies it into every request's scope, mounted
+                # apps included.
+                yield {
+                    "services": Services(
+                        settings=settings,
+                        db=db,
+                        stores=stores,
+                        sessions=SessionManager(
+                            stores.kv,
+                            idle_seconds=settings.session_idle_minutes * 60,
+                            absolute_seconds=settings.session_absolute_hours * 3600,
+                        ),
+                        throttle=LoginThrottle(
+                            stores.limiter, max_failures=settings.login_max_failures
+                        ),
+                        credentials=CredentialChecker(db),
+                        captcha_answers=captcha_answers,
+                        audit=audit,
+                        vault=vault,
+                        health=checker,
+                        workflows=execution.workflows,
+                        dispatcher=dispatcher,
+                        signals=signals,
+                        sandbox=execution.sandbox,
+                    )
+                }
         finally:
-            await supervisor.stop()
             await stores.aclose()
             await db.dispose()
             log.info("bastion stopped")

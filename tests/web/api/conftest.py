@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import pytest
 
 from bastion.accounts.rbac import Role
@@ -62,3 +64,38 @@ async def actors(base_env: dict[str, str]) -> AsyncIterator[Actors]:
 async def actors_with_admin(base_env: dict[str, str]) -> AsyncIterator[Actors]:
     async for value in _actors(base_env, "root", admin=True):
         yield value
+
+
+@dataclass
+class Team:
+    olive: httpx.AsyncClient  # owner of workspace 1
+    vic: httpx.AsyncClient  # viewer of workspace 1
+    mallory: httpx.AsyncClient  # signed in, no role anywhere
+    settings_env: dict[str, str]
+
+
+@pytest.fixture
+async def team(base_env: dict[str, str], tmp_path: Path, log_file: Path) -> AsyncIterator[Team]:
+    env = {**base_env, "BASTION_AUDIT_JSONL_PATH": str(tmp_path / "audit" / "audit.jsonl")}
+    settings = make_settings(env)
+    db = Database(settings.effective_database_url)
+    async with db.transaction() as session:
+        olive = await create_user(session, "olive", PASSWORD)
+        vic = await create_user(session, "vic", PASSWORD)
+        await create_user(session, "mallory", PASSWORD)
+        ops = await create_workspace(session, "ops")
+        await grant(session, olive.id, ops.id, Role.OWNER)
+        await grant(session, vic.id, ops.id, Role.VIEWER)
+    await db.dispose()
+    answers = Answers()
+    async with (
+        serving(
+            create_app(settings, captcha_answers=answers), base_url="https://bastion.test"
+        ) as a,
+        another_client(a, ("198.51.100.9", 1)) as v,
+        another_client(a, ("198.51.100.10", 1)) as m,
+    ):
+        for client, name in ((a, "olive"), (v, "vic"), (m, "mallory")):
+            client.headers["x-csrf-token"] = await signed_in(Console(client, answers), name)
+            client.headers["origin"] = "https://bastion.test"
+        yield Team(a, v, m, env)

@@ -1,33 +1,20 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bastion.accounts.rbac import Role
-from bastion.accounts.users import create_user
-from bastion.accounts.workspaces import create_workspace, grant
 from bastion.audit.export import JsonLinesExporter, Shipper
 from bastion.audit.log import AuditLog
 from bastion.db import Database
-from bastion.web.app import create_app
 from tests.oauth_server import OAuthServer
-from tests.web.api.conftest import signed_in
-from tests.web.auth.conftest import PASSWORD, Answers, Console
-from tests.web.conftest import another_client, make_settings, serving
+from tests.web.api.conftest import Team
+from tests.web.conftest import make_settings
 
 CANARY = "canary-7f3e9d1c-do-not-leak"
 CLIENT_SECRET = "oauth-client-secret-5a1b"
-
-
-@dataclass
-class Team:
-    olive: httpx.AsyncClient  # owner of workspace 1
-    vic: httpx.AsyncClient  # viewer of workspace 1
-    settings_env: dict[str, str]
 
 
 @pytest.fixture
@@ -35,31 +22,6 @@ def provider() -> Iterator[OAuthServer]:
     with OAuthServer() as server:
         server.register_client("bastion", CLIENT_SECRET, ["repo"])
         yield server
-
-
-@pytest.fixture
-async def team(base_env: dict[str, str], tmp_path: Path, log_file: Path) -> AsyncIterator[Team]:
-    env = {**base_env, "BASTION_AUDIT_JSONL_PATH": str(tmp_path / "audit" / "audit.jsonl")}
-    settings = make_settings(env)
-    db = Database(settings.effective_database_url)
-    async with db.transaction() as session:
-        olive = await create_user(session, "olive", PASSWORD)
-        vic = await create_user(session, "vic", PASSWORD)
-        ops = await create_workspace(session, "ops")
-        await grant(session, olive.id, ops.id, Role.OWNER)
-        await grant(session, vic.id, ops.id, Role.VIEWER)
-    await db.dispose()
-    answers = Answers()
-    async with (
-        serving(
-            create_app(settings, captcha_answers=answers), base_url="https://bastion.test"
-        ) as a,
-        another_client(a, ("198.51.100.9", 1)) as v,
-    ):
-        for client, name in ((a, "olive"), (v, "vic")):
-            client.headers["x-csrf-token"] = await signed_in(Console(client, answers), name)
-            client.headers["origin"] = "https://bastion.test"
-        yield Team(a, v, env)
 
 
 async def create(http: httpx.AsyncClient, **body: object) -> httpx.Response:

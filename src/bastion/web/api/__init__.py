@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from bastion.web.access import declare
-from bastion.web.api import audit, credentials, tokens, users
+from bastion.web.api import audit, credentials, runs, tokens, users, workflows
 from bastion.web.errors import install_error_handlers
 
 
@@ -27,6 +27,8 @@ def create_api() -> FastAPI:
     api.include_router(users.router)
     api.include_router(credentials.router)
     api.include_router(audit.router)
+    api.include_router(workflows.router)
+    api.include_router(runs.router)
 
     @declare("public")
     async def openapi(request: Request) -> JSONResponse:

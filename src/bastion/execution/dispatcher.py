@@ -1,0 +1,106 @@
+"""Accepting runs, and making sure every accepted run gets executed.
+
+A run is accepted by committing it as `queued`; only then is it handed to the executor.
+If the process dies between the two, or a Celery message is lost, or an executor dies
+mid-run, the run is still in the database: recovery scans for queued runs nobody picked
+up and running runs whose lease lapsed, and submits them again. Submitting twice is
+harmless, because only one executor can claim a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any, Protocol
+
+from bastion.db import Database
+from bastion.db.tables import Run, Workflow
+from bastion.db.types import utcnow
+from bastion.runs import records
+from bastion.runs.ledger import Ledger
+from bastion.runs.records import Status, Trigger
+
+log = logging.getLogger("bastion.execution")
+RECOVERY_SECONDS = 2.0
+QUEUED_GRACE = timedelta(seconds=5)  # the accepting executor normally submits at once
+
+
+class Executor(Protocol):
+    name: str
+
+    async def submit(self, run_id: str, workspace_id: int) -> None: ...
+
+    def cancel(self, run_id: str) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: Database,
+        ledger: Ledger,
+        executor: Executor,
+        *,
+        max_input_bytes: int,
+    ) -> None:
+        self.db = db
+        self.ledger = ledger
+        self.executor = executor
+        self.max_input_bytes = max_input_bytes
+
+    async def dispatch(
+        self,
+        workflow: Workflow,
+        *,
+        trigger: Trigger,
+        actor: str,
+        data: Any,
+        version: int | None = None,
+        attempt: int = 1,
+        parent_run_id: str | None = None,
+    ) -> Run:
+        """Accept a run: durable once this returns, executed soon after."""
+        run = Run(
+            id=records.new_run_id(),
+            workspace_id=workflow.workspace_id,
+            workflow_id=workflow.id,
+            version=version or workflow.current_version,
+            trigger=trigger,
+            actor=actor,
+            status=Status.QUEUED,
+            attempt=attempt,
+            parent_run_id=parent_run_id,
+            input=records.to_json(data, limit=self.max_input_bytes, what="run input"),
+            error="",
+            queued_at=utcnow(),
+            cancel_requested=False,
+        )
+        await self.ledger.write(lambda s: records.insert(s, run))
+        await self.executor.submit(run.id, run.workspace_id)
+        return run
+
+    async def cancel(self, run_id: str) -> Run | None:
+        run = await self.ledger.write(lambda s: records.request_cancel(s, run_id))
+        if run is not None and run.status == Status.RUNNING:
+            self.executor.cancel(run_id)
+        return run
+
+    async def recover_once(self, *, grace: timedelta) -> int:
+        """Submit runs nobody is executing; how many were found."""
+        async with self.db.session() as session:
+            found = await records.orphans(session, utcnow() - grace)
+        for run_id, workspace_id in found:
+            await self.executor.submit(run_id, workspace_id)
+        if found:
+            log.info("recovery: %d run(s) submitted again", len(found))
+        return len(found)
+
+    async def recover(self) -> None:
+        """At start every queued run is an orphan; afterwards, those queued for a while
+        (runs the CLI accepted, or whose accepting server died)."""
+        await self.recover_once(grace=timedelta(0))
+        while True:
+            await asyncio.sleep(RECOVERY_SECONDS)
+            await self.recover_once(grace=QUEUED_GRACE)
