@@ -159,7 +159,7 @@ async def test_a_queued_run_cancelled_before_it_starts_never_runs(harness: Harne
     graph = {"nodes": [{"id": "a", "type": "set", "params": {"values": {}}}]}
     workflow = await harness.workflow(graph)
     run = await harness.dispatcher.ledger.write(
-        lambda s: records.insert(s, harness.queued(workflow))
+        lambda s: records.accept(s, harness.queued(workflow))
     )
     await harness.dispatcher.cancel(run.id)
     assert await harness.engine.execute(run.id) is None

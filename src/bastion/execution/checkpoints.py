@@ -63,6 +63,22 @@ class LoopSqliteSaver(SqliteSaver):
     async def adelete_thread(self, thread_id: str) -> None:
         self.delete_thread(thread_id)
 
+    def delete_threads(self, thread_ids: Sequence[str]) -> None:
+        """Many threads in one transaction (LangGraph's own deletes one per transaction)."""
+        rows = [(thread_id,) for thread_id in thread_ids]
+        with self.cursor() as cur:
+            cur.executemany("DELETE FROM checkpoints WHERE thread_id = ?", rows)
+            cur.executemany("DELETE FROM writes WHERE thread_id = ?", rows)
+
+
+async def forget(saver: BaseCheckpointSaver[Any], thread_ids: Sequence[str]) -> None:
+    """Drop the checkpoints of finished runs: they only ever serve resumption."""
+    if isinstance(saver, LoopSqliteSaver):
+        saver.delete_threads(thread_ids)
+        return
+    for thread_id in thread_ids:
+        await saver.adelete_thread(thread_id)
+
 
 class PostgresSaver(AsyncPostgresSaver):
     """LangGraph's PostgreSQL saver, creating its tables on first use rather than at start,

@@ -77,7 +77,7 @@ class Dispatcher:
             queued_at=utcnow(),
             cancel_requested=False,
         )
-        await self.ledger.write(lambda s: records.insert(s, run))
+        await self.ledger.write(lambda s: records.accept(s, run))
         await self.executor.submit(run.id, run.workspace_id)
         return run
 

@@ -31,9 +31,9 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.errors import GraphRecursionError
 from pydantic import ValidationError
 
-from bastion.db.tables import RunStep
 from bastion.db.types import utcnow
 from bastion.errors import InvalidInput, NotFound
+from bastion.execution import checkpoints
 from bastion.execution.scrub import scrub, scrub_text
 from bastion.runs import records
 from bastion.runs.ledger import Ledger
@@ -120,8 +120,11 @@ class Engine:
         self.limits = limits
         self.signals = signals or RunSignals()
         self.runtime = Runtime(egress, http, code, self, limits.max_delay_seconds)
-        self._compiled: OrderedDict[tuple[str, int, bool], Compiled[RunContext]] = OrderedDict()
+        self._compiled: OrderedDict[tuple[str, int, bool], asyncio.Future[Compiled[RunContext]]] = (
+            OrderedDict()
+        )
         self._active: dict[str, _Handle] = {}
+        self._finished: list[str] = []
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -140,7 +143,7 @@ class Engine:
             )
             if not finished:
                 log.warning("run %s: lease lost before it finished; result dropped", run_id)
-            await self._forget(run_id)
+            self._finished.append(run_id)
             return status
         finally:
             del self._active[run_id]
@@ -153,9 +156,11 @@ class Engine:
             handle.cancelled = True
 
     async def keep_leases(self) -> None:
-        """Renew the leases of the runs in progress, and learn of cancellations (forever)."""
+        """Renew the leases of the runs in progress, learn of cancellations, and drop the
+        checkpoints of finished runs (forever)."""
         while True:
             await asyncio.sleep(self.limits.lease.total_seconds() / 3)
+            await self._forget_finished()
             held = list(self._active)
             if not held:
                 continue
@@ -166,16 +171,20 @@ class Engine:
                 self.cancel(run_id)
 
     async def _drive(self, claim: records.Claim, handle: _Handle) -> tuple[Status, str | None, str]:
-        run = claim.run
+        run = claim
         try:
             compiled = await self._compile(run.workflow_id, run.version, checkpointed=True)
         except (NotFound, InvalidGraph) as exc:
             return Status.FAILED, None, f"cannot load version {run.version}: {exc}"
         context = RunContext(
-            run.id, run.workspace_id, run.workflow_id, handle, seq=itertools.count(claim.next_seq)
+            run.run_id,
+            run.workspace_id,
+            run.workflow_id,
+            handle,
+            seq=itertools.count(claim.next_seq),
         )
         config: RunnableConfig = {
-            "configurable": {"thread_id": run.id},
+            "configurable": {"thread_id": run.run_id},
             "recursion_limit": self.limits.max_steps,
         }
         start: dict[str, Any] | None = {"input": json.loads(run.input), "steps": {}, "last": ""}
@@ -193,7 +202,7 @@ class Engine:
                         ),
                     )
                 start = None  # LangGraph continues from the checkpoint
-                log.info("run %s resumes at %s", run.id, ", ".join(snapshot.next) or "its end")
+                log.info("run %s resumes at %s", run.run_id, ", ".join(snapshot.next) or "its end")
         try:
             final = await compiled.langgraph.ainvoke(
                 start, config, context=context, durability="sync"
@@ -207,38 +216,51 @@ class Engine:
             return (Status.BLOCKED if exc.blocked else Status.FAILED), None, str(exc)
         except GraphRecursionError:
             return Status.FAILED, None, f"run exceeded {self.limits.max_steps} steps"
-        except InvalidInput as exc:
+        except (InvalidInput, NodeFailed) as exc:  # the run output, or a branch expression
             return Status.FAILED, None, str(exc)
         except Exception as exc:  # a bug must fail the run, never the executor
-            log.exception("run %s: internal error", run.id)
+            log.exception("run %s: internal error", run.run_id)
             return Status.FAILED, None, f"internal error ({type(exc).__name__})"
         return Status.SUCCEEDED, output, ""
 
-    async def _forget(self, run_id: str) -> None:
-        """Checkpoints only serve resumption; a finished run needs none."""
-        try:
-            await self.checkpointer.adelete_thread(run_id)
-        except Exception:  # best effort: a leftover checkpoint is harmless
-            log.warning("run %s: checkpoints not deleted", run_id, exc_info=True)
+    async def _forget_finished(self) -> None:
+        """Checkpoints of finished runs go in batches, off the runs' own path."""
+        finished, self._finished = self._finished, []
+        if finished:
+            try:
+                await checkpoints.forget(self.checkpointer, finished)
+            except Exception:  # best effort: a leftover checkpoint is harmless
+                log.warning(
+                    "checkpoints of %d finished runs not deleted", len(finished), exc_info=True
+                )
 
     async def _compile(
         self, workflow_id: str, version: int, *, checkpointed: bool
     ) -> Compiled[RunContext]:
+        """The compiled graph of a version, loaded once however many runs ask at once."""
         key = (workflow_id, version, checkpointed)
-        compiled = self._compiled.get(key)
-        if compiled is None:
-            stored = await self.workflows.version(workflow_id, version)
-            compiled = Compiled(
-                graphs.parse(stored.graph),
-                self._run_node,
-                self.checkpointer if checkpointed else None,
-            )
-            self._compiled[key] = compiled
+        compiling = self._compiled.get(key)
+        if compiling is None:
+            compiling = asyncio.ensure_future(self._load(workflow_id, version, checkpointed))
+            self._compiled[key] = compiling
             if len(self._compiled) > COMPILED_CACHE:
                 self._compiled.popitem(last=False)
         else:
             self._compiled.move_to_end(key)
-        return compiled
+        try:
+            return await asyncio.shield(compiling)
+        except BaseException:
+            if compiling.done():  # a failed load is not cached: the next run tries again
+                self._compiled.pop(key, None)
+            raise
+
+    async def _load(
+        self, workflow_id: str, version: int, checkpointed: bool
+    ) -> Compiled[RunContext]:
+        stored = await self.workflows.version(workflow_id, version)
+        return Compiled(
+            graphs.parse(stored.graph), self._run_node, self.checkpointer if checkpointed else None
+        )
 
     # -- nodes --------------------------------------------------------------------------
 
@@ -330,17 +352,17 @@ class Engine:
     ) -> None:
         if not context.record:
             return
-        step = RunStep(
-            run_id=context.run_id,
-            seq=next(context.seq),
-            node=node.id,
-            status=status,
-            started_at=started,
-            finished_at=utcnow(),
-            duration_ms=(time.perf_counter() - clock) * 1000,
-            output=records.truncated_json(output, self.limits.event_output_bytes),
-            error=records.clip(error),
-        )
+        step = {
+            "run_id": context.run_id,
+            "seq": next(context.seq),
+            "node": node.id,
+            "status": status,
+            "started_at": started,
+            "finished_at": utcnow(),
+            "duration_ms": (time.perf_counter() - clock) * 1000,
+            "output": records.truncated_json(output, self.limits.event_output_bytes),
+            "error": records.clip(error),
+        }
         self.ledger.post(lambda s: records.add_step(s, step))
         self.signals.notify(context.run_id)
 

@@ -2,8 +2,9 @@
 
 A three-node run makes about six writes (accept, claim, three steps, finish). As separate
 transactions they would cap inline throughput at the database's commit rate; here the
-writes that arrive while one batch commits go together in the next. Each write runs in a
-savepoint, so one bad write fails alone instead of taking its batch down.
+writes that arrive while one batch commits go together in the next. When a batch fails,
+its writes are tried again one transaction each, so one bad write fails alone instead of
+taking its batch down.
 """
 
 from __future__ import annotations
@@ -61,30 +62,21 @@ class Ledger:
                 await self._commit(batch)
 
     async def _commit(self, batch: list[tuple[Write, asyncio.Future[Any] | None]]) -> None:
-        def apply(session: Session) -> list[tuple[bool, Any]]:
-            results: list[tuple[bool, Any]] = []
-            for work, _ in batch:
-                try:
-                    with session.begin_nested():
-                        results.append((True, work(session)))
-                except (SQLAlchemyError, BastionError) as exc:
-                    results.append((False, exc))
-            return results
-
         try:
-            results = await self.db.write_in_thread(apply)
+            results = await self.db.write_in_thread(
+                lambda session: [work(session) for work, _ in batch]
+            )
         except (SQLAlchemyError, OSError, BastionError) as exc:
-            for _, done in batch:
-                if done is not None:
-                    done.set_exception(exc)
-                else:
-                    log.error("run record lost: %s", type(exc).__name__)
-            return
-        for (_, done), (ok, value) in zip(batch, results, strict=True):
+            if len(batch) > 1:
+                for one in batch:
+                    await self._commit([one])
+                return
+            done = batch[0][1]
             if done is None:
-                if not ok:
-                    log.error("run record refused: %s", value)
-            elif ok:
-                done.set_result(value)
+                log.error("run record lost: %s", type(exc).__name__)
             else:
-                done.set_exception(value)
+                done.set_exception(exc)
+            return
+        for (_, done), value in zip(batch, results, strict=True):
+            if done is not None:
+                done.set_result(value)

@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -78,14 +78,62 @@ def clip(message: str) -> str:
 
 @dataclass(frozen=True)
 class Claim:
-    run: Run
+    run_id: str
+    workspace_id: int
+    workflow_id: str
+    version: int
+    input: str
     resuming: bool  # it ran before and its executor died
     next_seq: int  # the next step event's number
 
 
-def insert(session: Session, run: Run) -> Run:
-    session.add(run)
-    session.flush()
+# Hot-path statements are built once, with bound parameters: building one per call (and
+# the ORM's bulk machinery) cost more CPU than SQLite spent executing them.
+_runs = cast(Table, Run.__table__)
+_INSERT_RUN = insert(_runs)
+_INSERT_STEP = insert(cast(Table, RunStep.__table__))
+_CLAIM = (
+    update(_runs)
+    .where(
+        _runs.c.id == bindparam("run_id"),
+        (_runs.c.status == Status.QUEUED)
+        | ((_runs.c.status == Status.RUNNING) & (_runs.c.lease_expires < bindparam("now"))),
+    )
+    .values(
+        status=Status.RUNNING,
+        lease_owner=bindparam("owner"),
+        lease_expires=bindparam("expires"),
+        started_at=func.coalesce(_runs.c.started_at, bindparam("now")),
+    )
+    .returning(
+        _runs.c.workspace_id,
+        _runs.c.workflow_id,
+        _runs.c.version,
+        _runs.c.input,
+        _runs.c.started_at,
+    )
+)
+_FINISH = (
+    update(_runs)
+    .where(
+        _runs.c.id == bindparam("run_id"),
+        _runs.c.lease_owner == bindparam("owner"),
+        _runs.c.status == Status.RUNNING,
+    )
+    .values(
+        status=bindparam("status"),
+        output=bindparam("output"),
+        error=bindparam("error"),
+        finished_at=bindparam("finished_at"),
+        lease_owner=None,
+        lease_expires=None,
+    )
+)
+
+
+def accept(session: Session, run: Run) -> Run:
+    """Store a new (transient) run record as it is."""
+    session.execute(_INSERT_RUN, {c.key: getattr(run, c.key) for c in _runs.c})
     return run
 
 
@@ -96,35 +144,18 @@ def claim(session: Session, run_id: str, owner: str, lease: timedelta) -> Claim 
     one Celery task): exactly one of them sees its row change.
     """
     now = utcnow()
-    run = session.get(Run, run_id, populate_existing=True)
-    if run is None:
+    params = {"run_id": run_id, "now": now, "owner": owner, "expires": now + lease}
+    row = session.execute(_CLAIM, params).one_or_none()
+    if row is None:
         return None
-    lapsed = (
-        run.status == Status.RUNNING and run.lease_expires is not None and run.lease_expires < now
+    resuming = row.started_at < now  # it started under an earlier claim
+    next_seq = 1
+    if resuming:
+        last = session.scalar(select(func.max(RunStep.seq)).where(RunStep.run_id == run_id))
+        next_seq = (last or 0) + 1
+    return Claim(
+        run_id, row.workspace_id, row.workflow_id, row.version, row.input, resuming, next_seq
     )
-    if run.status != Status.QUEUED and not lapsed:
-        return None
-    changed = session.execute(
-        update(Run)
-        .where(
-            Run.id == run_id,
-            Run.status == run.status,
-            Run.lease_owner.is_not_distinct_from(run.lease_owner),
-            Run.lease_expires.is_not_distinct_from(run.lease_expires),
-        )
-        .values(
-            status=Status.RUNNING,
-            lease_owner=owner,
-            lease_expires=now + lease,
-            started_at=func.coalesce(Run.started_at, now),
-        )
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
-    if changed != 1:
-        return None
-    session.refresh(run)
-    last = session.scalar(select(func.max(RunStep.seq)).where(RunStep.run_id == run_id))
-    return Claim(run, lapsed, (last or 0) + 1)
 
 
 def renew(session: Session, owner: str, run_ids: list[str], lease: timedelta) -> set[str]:
@@ -150,25 +181,19 @@ def finish(
     error: str = "",
 ) -> bool:
     """End a run the caller holds. False when it no longer holds it (lease lost)."""
-    changed = session.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.lease_owner == owner, Run.status == Status.RUNNING)
-        .values(
-            status=status,
-            output=output,
-            error=clip(error),
-            finished_at=utcnow(),
-            lease_owner=None,
-            lease_expires=None,
-        )
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
-    return bool(changed)
+    params = {
+        "run_id": run_id,
+        "owner": owner,
+        "status": status,
+        "output": output,
+        "error": clip(error),
+        "finished_at": utcnow(),
+    }
+    return bool(session.execute(_FINISH, params).rowcount)  # type: ignore[attr-defined]
 
 
-def add_step(session: Session, step: RunStep) -> None:
-    session.add(step)
-    session.flush()
+def add_step(session: Session, step: dict[str, Any]) -> None:
+    session.execute(_INSERT_STEP, step)
 
 
 def request_cancel(session: Session, run_id: str) -> Run | None:

@@ -13,12 +13,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, Generic, TypedDict, TypeVar
 
 import jmespath
+import jmespath.exceptions
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END as LANGGRAPH_END
 from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
+from bastion.workflows.errors import NodeFailed
 from bastion.workflows.graph import END, ConditionalEdge, Graph, Node
 
 C = TypeVar("C")
@@ -110,7 +112,10 @@ def _router(conditional: ConditionalEdge) -> Callable[[RunState], str]:
     expression = jmespath.compile(conditional.expression)
 
     def route(state: RunState) -> str:
-        value = expression.search({"input": state["input"], "steps": state["steps"]})
+        try:
+            value = expression.search({"input": state["input"], "steps": state["steps"]})
+        except (jmespath.exceptions.JMESPathError, TypeError, ValueError) as exc:
+            raise NodeFailed(f"{conditional.label}: expression failed: {exc}") from None
         return conditional.cases.get(branch_key(value), conditional.default)
 
     return route

@@ -27,7 +27,8 @@ class ExpressionParams(Params):
 def _search(expression: str, context: NodeContext) -> Any:
     try:
         return jmespath.search(expression, dict(context.state))
-    except jmespath.exceptions.JMESPathError as exc:
+    except (jmespath.exceptions.JMESPathError, TypeError, ValueError) as exc:
+        # e.g. comparing text with a number: the data's fault, not the engine's
         raise NodeFailed(f"expression failed: {exc}") from None
 
 
