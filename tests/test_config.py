@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.config import ConfigError, load_settings
+from bastion.config import ConfigError, egress_policy, load_settings
 
 
 def problems_of(env: dict[str, str]) -> list[str]:
@@ -257,3 +257,25 @@ def test_dotenv_file_is_read_and_the_environment_wins(
     env = read_environment(tmp_path / ".env")
     assert env["BASTION_PORT"] == "9002"
     assert env["BASTION_MASTER_KEY"] == master_key
+
+
+def test_the_celery_executor_without_a_broker_is_an_error(base_env: dict[str, str]) -> None:
+    assert problems_of({**base_env, "BASTION_EXECUTOR": "celery"}) == [
+        "BST-E011 BASTION_EXECUTOR: celery needs a broker: set BASTION_REDIS_URL"
+    ]
+
+
+def test_a_bad_egress_entry_is_an_error_naming_it(base_env: dict[str, str]) -> None:
+    problems = problems_of({**base_env, "BASTION_EGRESS_DENY": "10.0.0.0/8, 10.0.0.1/8"})
+    assert len(problems) == 1
+    assert problems[0].startswith("BST-E012 BASTION_EGRESS_DENY / _ALLOW: ")
+    assert "'10.0.0.1/8'" in problems[0]
+
+
+def test_bastions_own_listeners_are_always_outside_the_egress_policy(
+    base_env: dict[str, str],
+) -> None:
+    env = {**base_env, "BASTION_REDIS_URL": "redis://127.0.0.1:6390/0", "BASTION_PORT": "8443"}
+    policy = egress_policy(load_settings(env).settings)
+    internal = {(str(e.network), e.port) for e in policy.internal}
+    assert internal == {("127.0.0.1/32", 8443), ("127.0.0.1/32", 6390)}

@@ -398,7 +398,7 @@ def _cross_checks(settings: Settings) -> tuple[list[Problem], list[Problem]]:
     if settings.executor == "celery" and settings.redis_url is None:
         problems.append(
             Problem(
-                "BST-E010",
+                "BST-E011",
                 "BASTION_EXECUTOR",
                 "celery needs a broker: set BASTION_REDIS_URL",
             )
@@ -406,7 +406,7 @@ def _cross_checks(settings: Settings) -> tuple[list[Problem], list[Problem]]:
     try:
         egress_policy(settings)
     except InvalidInput as exc:
-        problems.append(Problem("BST-E011", "BASTION_EGRESS_DENY / _ALLOW", str(exc)))
+        problems.append(Problem("BST-E012", "BASTION_EGRESS_DENY / _ALLOW", str(exc)))
     return problems, warnings
 
 

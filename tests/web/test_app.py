@@ -7,6 +7,8 @@ from starlette.requests import Request
 
 from bastion.background import BackgroundService
 from bastion.config import load_settings
+from bastion.execution.sandbox import Isolation
+from bastion.web import health
 from bastion.web.app import create_app
 from bastion.web.middleware.security_headers import CONTENT_SECURITY_POLICY
 from tests.services import free_port
@@ -109,7 +111,22 @@ async def test_readyz_reports_the_database(base_env: dict[str, str]) -> None:
     async with serving(create_app(make_settings(base_env))) as http:
         response = await http.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": {"status": "ok"}}}
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": {"status": "ok"}},
+        # CI runs as root on a kernel with namespaces: every layer of the sandbox holds.
+        "sandbox": {"status": "ok", "network": True, "filesystem": True, "user": True},
+    }
+
+
+def test_readyz_says_when_the_code_sandbox_lacks_a_layer_without_saying_why() -> None:
+    missing = Isolation(network=False, filesystem=True, user=False, notes=("unshare: EPERM",))
+    assert health._sandbox(missing) == {
+        "status": "degraded",
+        "network": False,
+        "filesystem": True,
+        "user": False,
+    }
 
 
 async def test_readyz_reports_redis_when_configured(

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bastion.execution.sandbox import Isolation
 from bastion.web.access import declare
 
 log = logging.getLogger("bastion.health")
@@ -49,9 +50,24 @@ async def readyz(request: Request) -> JSONResponse:
     checks = dict(zip(probes, results, strict=True))
     ready = all(result["status"] == "ok" for result in checks.values())
     return JSONResponse(
-        {"status": "ok" if ready else "unavailable", "checks": checks},
+        {
+            "status": "ok" if ready else "unavailable",
+            "checks": checks,
+            "sandbox": _sandbox(services.sandbox.isolation),
+        },
         status_code=200 if ready else 503,
     )
+
+
+def _sandbox(isolation: Isolation) -> dict[str, object]:
+    """What isolation code nodes get here. A missing layer degrades it without making the
+    server unready (code still runs); the reasons are in the log, not on this public page."""
+    layers = {
+        "network": isolation.network,
+        "filesystem": isolation.filesystem,
+        "user": isolation.user,
+    }
+    return {"status": "ok" if all(layers.values()) else "degraded", **layers}
 
 
 routes = [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
