@@ -13,10 +13,12 @@ import typer
 
 from bastion.accounts.users import bootstrap_admin
 from bastion.cli_audit import app as audit_app
+from bastion.cli_runs import runs_app
 from bastion.cli_setup import prepare, settings_or_exit
 from bastion.cli_tokens import tokens_app, workspaces_app
 from bastion.cli_users import app as users_app
 from bastion.cli_vault import app as vault_app
+from bastion.cli_workflows import workflows_app
 from bastion.config import Settings
 from bastion.db import Database
 from bastion.db import migrate as migrations
@@ -99,6 +101,8 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(workspaces_app, name="workspaces")
 app.add_typer(vault_app, name="vault")
 app.add_typer(audit_app, name="audit")
+app.add_typer(workflows_app, name="workflows")
+app.add_typer(runs_app, name="runs")
 
 
 @app.command()
