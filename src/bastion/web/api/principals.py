@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from bastion.accounts.rbac import Permission, Principal
 from bastion.accounts.tokens import authenticate
 from bastion.accounts.workspaces import roles_of
+from bastion.errors import NotFound, PermissionDenied
 from bastion.web import auditing
 from bastion.web.access import Access
 from bastion.web.auth.csrf import SAFE_METHODS, origin_problem, token_problem
@@ -79,3 +80,15 @@ class Requires:
             if not principal.can(self.access, int(raw)):
                 raise HTTPException(403, f"missing permission {self.access.value}")
         return principal
+
+
+def authorize_in(
+    principal: Principal, workspace_id: int, permission: Permission, what: str
+) -> None:
+    """For routes that learn the workspace from the resource they address: a caller with
+    no role there is told `what` does not exist, so ids cannot be probed across tenants;
+    one with a role but not the permission is refused."""
+    if not principal.is_admin and workspace_id not in principal.roles:
+        raise NotFound(f"no {what}")
+    if not principal.can(permission, workspace_id):
+        raise PermissionDenied(f"missing permission {permission.value}")

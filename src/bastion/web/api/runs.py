@@ -14,11 +14,11 @@ from starlette.responses import StreamingResponse
 
 from bastion.accounts.rbac import Permission, Principal
 from bastion.db.tables import Run, RunStep
-from bastion.errors import Conflict, NotFound, PermissionDenied
+from bastion.errors import Conflict
 from bastion.runs import history
 from bastion.runs.records import FINISHED, Status, Trigger
 from bastion.web import auditing
-from bastion.web.api.principals import Requires
+from bastion.web.api.principals import Requires, authorize_in
 
 router = APIRouter(tags=["runs"])
 SignedIn = Annotated[Principal, Depends(Requires("signed-in"))]
@@ -110,10 +110,7 @@ async def run_for(
     request: Request, principal: Principal, run_id: str, permission: Permission
 ) -> Run:
     run = await history.get_run(request.state.services.db, run_id)
-    if not principal.is_admin and run.workspace_id not in principal.roles:
-        raise NotFound(f"no run {run_id[:40]!r}")
-    if not principal.can(permission, run.workspace_id):
-        raise PermissionDenied(f"missing permission {permission.value}")
+    authorize_in(principal, run.workspace_id, permission, f"run {run_id[:40]!r}")
     return run
 
 

@@ -1,8 +1,7 @@
 """/api/v1/workflows: workflows, their immutable versions, and starting runs.
 
 Routes addressed by a workflow id find the workspace from the workflow, then check the
-caller's permission there; a caller with no role in that workspace is told the workflow
-does not exist, so ids cannot be probed across tenants.
+caller's permission there (`authorize_in`).
 """
 
 from __future__ import annotations
@@ -15,10 +14,9 @@ from pydantic import BaseModel, Field
 
 from bastion.accounts.rbac import Permission, Principal
 from bastion.db.tables import Workflow, WorkflowVersion
-from bastion.errors import NotFound, PermissionDenied
 from bastion.runs.records import Trigger
 from bastion.web import auditing
-from bastion.web.api.principals import Requires
+from bastion.web.api.principals import Requires, authorize_in
 from bastion.web.api.runs import RunOut, actor_of
 from bastion.workflows import graph as graphs
 
@@ -80,10 +78,7 @@ async def workflow_for(
 ) -> Workflow:
     """The workflow, if the caller may act on it with `permission`."""
     workflow: Workflow = await request.state.services.workflows.get(workflow_id)
-    if not principal.is_admin and workflow.workspace_id not in principal.roles:
-        raise NotFound(f"no workflow {workflow_id[:40]!r}")
-    if not principal.can(permission, workflow.workspace_id):
-        raise PermissionDenied(f"missing permission {permission.value}")
+    authorize_in(principal, workflow.workspace_id, permission, f"workflow {workflow_id[:40]!r}")
     return workflow
 
 
