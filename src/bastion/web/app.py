@@ -143,7 +143,7 @@ def create_app(
                 execution = await stack.enter_async_context(
                     open_engine(settings, db, vault, signals=signals)
                 )
-                    # Probed once, off the loop: it starts a process, and logs a missing layer.
+                # Probed once, off the loop: it starts a process, and logs a missing layer.
                 await asyncio.to_thread(lambda: execution.sandbox.isolation)
                 executor = executor_of(settings, execution.engine)
                 stack.push_async_callback(executor.stop)
