@@ -18,6 +18,7 @@ from bastion.cli_setup import prepare, settings_or_exit
 from bastion.cli_tokens import tokens_app, workspaces_app
 from bastion.cli_users import app as users_app
 from bastion.cli_vault import app as vault_app
+from bastion.cli_worker import worker
 from bastion.cli_workflows import workflows_app
 from bastion.config import Settings
 from bastion.db import Database
@@ -103,6 +104,7 @@ app.add_typer(vault_app, name="vault")
 app.add_typer(audit_app, name="audit")
 app.add_typer(workflows_app, name="workflows")
 app.add_typer(runs_app, name="runs")
+app.command("worker")(worker)
 
 
 @app.command()

@@ -23,7 +23,11 @@ from bastion.runs.records import Status, Trigger
 
 log = logging.getLogger("bastion.execution")
 RECOVERY_SECONDS = 2.0
-QUEUED_GRACE = timedelta(seconds=5)  # the accepting executor normally submits at once
+# The accepting executor normally submits at once. Inline, a queued run older than this
+# was lost with a process; with Celery, runs legitimately wait in Redis while workers are
+# busy, and only a publish lost between commit and broker needs resending.
+QUEUED_GRACE = timedelta(seconds=5)
+QUEUED_GRACE_BROKERED = timedelta(minutes=10)
 
 
 class Executor(Protocol):
@@ -44,11 +48,13 @@ class Dispatcher:
         executor: Executor,
         *,
         max_input_bytes: int,
+        queued_grace: timedelta = QUEUED_GRACE,
     ) -> None:
         self.db = db
         self.ledger = ledger
         self.executor = executor
         self.max_input_bytes = max_input_bytes
+        self.queued_grace = queued_grace
 
     async def dispatch(
         self,
@@ -103,4 +109,4 @@ class Dispatcher:
         await self.recover_once(grace=timedelta(0))
         while True:
             await asyncio.sleep(RECOVERY_SECONDS)
-            await self.recover_once(grace=QUEUED_GRACE)
+            await self.recover_once(grace=self.queued_grace)

@@ -17,8 +17,14 @@ from datetime import timedelta
 from bastion.background import BackgroundService
 from bastion.config import Settings, egress_policy
 from bastion.db import Database
+from bastion.errors import InvalidInput
 from bastion.execution.checkpoints import open_checkpointer
-from bastion.execution.dispatcher import Dispatcher, Executor
+from bastion.execution.dispatcher import (
+    QUEUED_GRACE,
+    QUEUED_GRACE_BROKERED,
+    Dispatcher,
+    Executor,
+)
 from bastion.execution.engine import Engine, EngineLimits
 from bastion.execution.inline import InlineExecutor
 from bastion.execution.sandbox import Sandbox, SandboxLimits
@@ -99,6 +105,13 @@ async def open_engine(
 
 
 def executor_of(settings: Settings, engine: Engine) -> Executor:
+    if settings.executor == "celery":
+        # Imported here: an inline deployment never loads Celery.
+        from bastion.execution.celery_executor import CeleryExecutor, celery_app
+
+        if settings.redis_url is None:  # load_settings refuses this; never fall back inline
+            raise InvalidInput("the Celery executor needs a broker: set BASTION_REDIS_URL")
+        return CeleryExecutor(celery_app(settings.redis_url.get_secret_value()))
     return InlineExecutor(
         engine,
         concurrency=settings.run_concurrency,
@@ -112,6 +125,7 @@ def dispatcher_of(settings: Settings, execution: Execution, executor: Executor) 
         execution.ledger,
         executor,
         max_input_bytes=settings.run_max_input_bytes,
+        queued_grace=QUEUED_GRACE_BROKERED if settings.executor == "celery" else QUEUED_GRACE,
     )
 
 
