@@ -171,3 +171,10 @@ def test_the_redactor_forgets_the_oldest_secrets_beyond_its_bound() -> None:
     for n in range(4):
         redactor.register(f"secret-{n}")
     assert redactor.redact("secret-0 secret-1") == "secret-0 [REDACTED]"
+
+
+def test_request_urls_from_httpx_stay_out_of_the_log(log_file: Path) -> None:
+    logging.getLogger("httpx").info("HTTP Request: GET https://api.example/?key=plain-key-1")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    assert "plain-key-1" not in log_file.read_text()

@@ -169,4 +169,7 @@ def configure_logging(
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
+    # httpx logs every request URL at INFO: a workflow's query string may carry an API
+    # key that is not a vault secret, so the redactor would not know to mask it.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     return log_file
