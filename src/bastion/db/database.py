@@ -32,7 +32,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # the busy timeout turns brief write contention into waiting instead of an error.
     # The timeout first: switching to WAL needs a lock another connection may hold.
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # Asking to switch, even to the mode already set, can fail at once with "database is
+    # locked" while another connection writes (no busy wait): switch only when needed.
+    cursor.execute("PRAGMA journal_mode")
+    if str(cursor.fetchone()[0]).lower() != "wal":
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     # Deleted rows are overwritten, not left in free pages: a destroyed credential's
