@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -152,10 +151,7 @@ def run(work: Callable[[Services], Awaitable[T]], settings: Settings | None = No
     async def with_vault(db: Database) -> T:
         keyring = settings.keyring()
         audit = AuditLog(db, keyring, fail_closed=settings.audit_fail_closed)
-        limits = VaultLimits(
-            max_secret_bytes=settings.vault_max_secret_bytes,
-            rollback=timedelta(days=settings.vault_rollback_days),
-        )
+        limits = VaultLimits.of(settings)
         return await work(Services(settings, db, audit, Vault(db, keyring, audit, limits)))
 
     return run_with_database(settings, with_vault)

@@ -32,7 +32,6 @@ import ssl
 import threading
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
-from datetime import timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -179,10 +178,7 @@ class _ProcessEngine:
             db,
             audit.keyring,
             audit,
-            VaultLimits(
-                max_secret_bytes=settings.vault_max_secret_bytes,
-                rollback=timedelta(days=settings.vault_rollback_days),
-            ),
+            VaultLimits.of(settings),
         )
         execution = await self._stack.enter_async_context(
             open_engine(settings, db, vault, uid_base=uid_base)

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from bastion.accounts.rbac import Permission
 from bastion.audit.chain import Event
 from bastion.audit.log import AuditLog
+from bastion.config import Settings
 from bastion.crypto.envelope import Envelope, associated_data, open_envelope, seal
 from bastion.crypto.keyring import Keyring
 from bastion.db import Database
@@ -51,6 +52,10 @@ MAX_FIELDS = 32
 class VaultLimits:
     max_secret_bytes: int = 64 * 1024
     rollback: timedelta = timedelta(days=30)
+
+    @classmethod
+    def of(cls, settings: Settings) -> VaultLimits:
+        return cls(settings.vault_max_secret_bytes, timedelta(days=settings.vault_rollback_days))
 
 
 def field_aad(credential_id: str, field: str, version: int) -> bytes:

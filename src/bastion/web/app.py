@@ -129,10 +129,7 @@ def create_app(
             db,
             audit.keyring,
             audit,
-            VaultLimits(
-                max_secret_bytes=settings.vault_max_secret_bytes,
-                rollback=timedelta(days=settings.vault_rollback_days),
-            ),
+            VaultLimits.of(settings),
         )
         checker = HealthChecker(
             vault, margin=timedelta(seconds=settings.oauth_refresh_margin_seconds)
