@@ -192,3 +192,21 @@ async def test_a_sub_workflow_of_another_workspace_cannot_be_called(harness: Har
     run = await harness.run(parent, name="mine")
     assert run.status == Status.FAILED
     assert "no workflow named 'theirs' in this workspace" in run.error
+
+
+async def test_an_expression_that_fails_on_the_data_fails_the_run_with_its_cause(
+    harness: Harness,
+) -> None:
+    in_template = {
+        "nodes": [{"id": "cmp", "type": "set", "params": {"values": {"x": "{{ input.s > `1` }}"}}}]
+    }
+    run = await harness.run(in_template, {"s": "text"})
+    assert run.status == Status.FAILED
+    assert run.error.startswith("node 'cmp' (set): expression failed: ")
+    in_output = {
+        "nodes": [{"id": "a", "type": "set", "params": {"values": {"n": "text"}}}],
+        "output": "steps.a.n > `1`",
+    }
+    run = await harness.run(in_output, name="output")
+    assert run.status == Status.FAILED
+    assert run.error.startswith("expression failed: ")

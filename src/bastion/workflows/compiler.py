@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, Generic, TypedDict, TypeVar
 
 import jmespath
-import jmespath.exceptions
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END as LANGGRAPH_END
 from langgraph.graph import START, StateGraph
@@ -22,6 +21,7 @@ from langgraph.runtime import Runtime
 
 from bastion.workflows.errors import NodeFailed
 from bastion.workflows.graph import END, ConditionalEdge, Graph, Node
+from bastion.workflows.templates import evaluate
 
 C = TypeVar("C")
 
@@ -71,7 +71,7 @@ class Compiled(Generic[C]):
 
     def result(self, state: Mapping[str, Any]) -> Any:
         if self.output is not None:
-            return self.output.search({"input": state["input"], "steps": state["steps"]})
+            return evaluate(self.output, state)
         return state["steps"].get(state.get("last", ""))
 
 
@@ -113,9 +113,9 @@ def _router(conditional: ConditionalEdge) -> Callable[[RunState], str]:
 
     def route(state: RunState) -> str:
         try:
-            value = expression.search({"input": state["input"], "steps": state["steps"]})
-        except (jmespath.exceptions.JMESPathError, TypeError, ValueError) as exc:
-            raise NodeFailed(f"{conditional.label}: expression failed: {exc}") from None
+            value = evaluate(expression, state)
+        except NodeFailed as exc:
+            raise NodeFailed(f"{conditional.label}: {exc}") from None
         return conditional.cases.get(branch_key(value), conditional.default)
 
     return route

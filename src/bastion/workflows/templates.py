@@ -18,6 +18,7 @@ from typing import Any
 
 import jmespath
 import jmespath.exceptions
+from jmespath.parser import ParsedResult
 
 from bastion.vault.secret import Secret
 from bastion.workflows.errors import InvalidGraph, NodeFailed
@@ -105,6 +106,19 @@ def _text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def evaluate(expression: str | ParsedResult, state: Mapping[str, Any]) -> Any:
+    """JMESPath over the run's input and step outputs.
+
+    An expression that fails on the data (text compared with a number) fails the node or
+    branch that asked, with the cause; it is not an engine error.
+    """
+    compiled = jmespath.compile(expression) if isinstance(expression, str) else expression
+    try:
+        return compiled.search({"input": state["input"], "steps": state["steps"]})
+    except (jmespath.exceptions.JMESPathError, TypeError, ValueError) as exc:
+        raise NodeFailed(f"expression failed: {exc}") from None
+
+
 def state_lookup(
     state: Mapping[str, Any], credentials: Mapping[str, Mapping[str, Secret]]
 ) -> Lookup:
@@ -123,6 +137,6 @@ def state_lookup(
             raise NodeFailed(
                 f"{reference.text!r} references step {reference.name!r}, which has not run"
             )
-        return jmespath.search(reference.text, dict(state))
+        return evaluate(reference.text, state)
 
     return lookup

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import jmespath
 from pydantic import Field
 
 from bastion.workflows.errors import NodeFailed
 from bastion.workflows.nodes.base import NodeContext, NodeType, Params
+from bastion.workflows.templates import evaluate
 
 
 class SetParams(Params):
@@ -24,20 +24,12 @@ class ExpressionParams(Params):
     expression: str = Field(min_length=1, max_length=2000)
 
 
-def _search(expression: str, context: NodeContext) -> Any:
-    try:
-        return jmespath.search(expression, dict(context.state))
-    except (jmespath.exceptions.JMESPathError, TypeError, ValueError) as exc:
-        # e.g. comparing text with a number: the data's fault, not the engine's
-        raise NodeFailed(f"expression failed: {exc}") from None
-
-
 async def _transform(params: ExpressionParams, context: NodeContext) -> Any:
-    return _search(params.expression, context)
+    return evaluate(params.expression, context.state)
 
 
 async def _condition(params: ExpressionParams, context: NodeContext) -> Any:
-    value = _search(params.expression, context)
+    value = evaluate(params.expression, context.state)
     # JMESPath truthiness: false, null, "", [] and {} are false.
     return {"result": value not in (False, None, "", [], {})}
 
