@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,7 +37,7 @@ from bastion.cli_vault import run as with_services
 from bastion.config import Settings
 from bastion.db import Database
 from bastion.db.tables import Run, Workflow, WorkflowVersion
-from bastion.errors import NotFound
+from bastion.errors import InvalidInput, NotFound
 from bastion.execution.dispatcher import Dispatcher
 from bastion.runs import history
 from bastion.runs.ledger import Ledger
@@ -46,13 +45,10 @@ from bastion.runs.records import FINISHED, Status, Trigger
 from bastion.runs.signals import RunSignals
 from bastion.workflows import graph as graphs
 from bastion.workflows.errors import InvalidGraph
-from bastion.workflows.store import Workflows
+from bastion.workflows.store import MAX_DESCRIPTION, Workflows, check_name
 
 workflows_app = typer.Typer(help="Workflows: import, export, list and run.", no_args_is_help=True)
 ACTOR = "cli"
-# The same rule as the API's: names appear in URLs, logs and sub-workflow references.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-MAX_DESCRIPTION = 500
 _DOCUMENT_KEYS = frozenset({"name", "description", "version", "graph"})
 # Files may be indented: the caps that matter (graph, run input) apply to compact JSON
 # after parsing; this bound only stops an absurd file from being read into memory.
@@ -129,11 +125,10 @@ def import_(
     description = description if description is not None else described
     if name is None:
         fail("the document names no workflow: give --name")
-    if not _NAME.fullmatch(name):
-        fail(
-            f"workflow name {name[:100]!r}: a letter or digit, then letters, digits, "
-            "'_', '.' or '-' (at most 100)"
-        )
+    try:
+        check_name(name)  # before reading the database: a bad name needs no connection
+    except InvalidInput as exc:
+        fail(str(exc))
     if description is not None and len(description) > MAX_DESCRIPTION:
         fail(f"the description is longer than {MAX_DESCRIPTION} characters")
     if not isinstance(graph_data, dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Sequence
 
@@ -10,8 +11,20 @@ from sqlalchemy.exc import IntegrityError
 
 from bastion.db import Database
 from bastion.db.tables import Workflow, WorkflowVersion
-from bastion.errors import Conflict, NotFound
+from bastion.errors import Conflict, InvalidInput, NotFound
 from bastion.workflows.graph import Graph
+
+# Names appear in URLs, logs and sub-workflow references.
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
+MAX_DESCRIPTION = 500
+
+
+def check_name(name: str) -> None:
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise InvalidInput(
+            f"workflow name {name[:100]!r}: a letter or digit, then letters, digits, "
+            "'_', '.' or '-' (at most 100)"
+        )
 
 
 class Workflows:
@@ -21,6 +34,9 @@ class Workflows:
     async def create(
         self, workspace_id: int, name: str, description: str, graph: Graph, actor: str
     ) -> Workflow:
+        check_name(name)
+        if len(description) > MAX_DESCRIPTION:
+            raise InvalidInput(f"the description is longer than {MAX_DESCRIPTION} characters")
         workflow = Workflow(
             id=secrets.token_hex(16),
             workspace_id=workspace_id,

@@ -19,6 +19,7 @@ from bastion.web import auditing
 from bastion.web.api.principals import Requires, authorize_in
 from bastion.web.api.runs import RunOut, actor_of
 from bastion.workflows import graph as graphs
+from bastion.workflows.store import MAX_DESCRIPTION, NAME_PATTERN
 
 router = APIRouter(tags=["workflows"])
 SignedIn = Annotated[Principal, Depends(Requires("signed-in"))]
@@ -27,8 +28,8 @@ Editor = Annotated[Principal, Depends(Requires(Permission.EDIT_WORKFLOWS))]
 
 
 class WorkflowIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str = Field(default="", max_length=500)
+    name: str = Field(min_length=1, max_length=100, pattern=f"^{NAME_PATTERN}$")
+    description: str = Field(default="", max_length=MAX_DESCRIPTION)
     graph: dict[str, Any]
 
 
