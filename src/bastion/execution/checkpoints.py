@@ -84,8 +84,10 @@ class PostgresSaver(AsyncPostgresSaver):
     """LangGraph's PostgreSQL saver, creating its tables on first use rather than at start,
     so a server whose database is down still starts (and /readyz says why)."""
 
-    _ready = False
-    _setting_up = asyncio.Lock()
+    def __init__(self, pool: Any) -> None:
+        super().__init__(pool)
+        self._ready = False
+        self._setting_up = asyncio.Lock()
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         # Every run reads its checkpoint before anything else touches the tables.
@@ -135,4 +137,4 @@ async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSa
         open=False,
         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
     ) as pool:
-        yield PostgresSaver(pool)  # type: ignore[arg-type]
+        yield PostgresSaver(pool)

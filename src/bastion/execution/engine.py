@@ -171,23 +171,22 @@ class Engine:
                 self.cancel(run_id)
 
     async def _drive(self, claim: records.Claim, handle: _Handle) -> tuple[Status, str | None, str]:
-        run = claim
         try:
-            compiled = await self._compile(run.workflow_id, run.version, checkpointed=True)
+            compiled = await self._compile(claim.workflow_id, claim.version, checkpointed=True)
         except (NotFound, InvalidGraph) as exc:
-            return Status.FAILED, None, f"cannot load version {run.version}: {exc}"
+            return Status.FAILED, None, f"cannot load version {claim.version}: {exc}"
         context = RunContext(
-            run.run_id,
-            run.workspace_id,
-            run.workflow_id,
+            claim.run_id,
+            claim.workspace_id,
+            claim.workflow_id,
             handle,
             seq=itertools.count(claim.next_seq),
         )
         config: RunnableConfig = {
-            "configurable": {"thread_id": run.run_id},
+            "configurable": {"thread_id": claim.run_id},
             "recursion_limit": self.limits.max_steps,
         }
-        start: dict[str, Any] | None = {"input": json.loads(run.input), "steps": {}, "last": ""}
+        start: dict[str, Any] | None = {"input": json.loads(claim.input), "steps": {}, "last": ""}
         if claim.resuming:
             snapshot = await compiled.langgraph.aget_state(config)
             if snapshot.values:
@@ -202,7 +201,9 @@ class Engine:
                         ),
                     )
                 start = None  # LangGraph continues from the checkpoint
-                log.info("run %s resumes at %s", run.run_id, ", ".join(snapshot.next) or "its end")
+                log.info(
+                    "run %s resumes at %s", claim.run_id, ", ".join(snapshot.next) or "its end"
+                )
         try:
             final = await compiled.langgraph.ainvoke(
                 start, config, context=context, durability="sync"
@@ -219,7 +220,7 @@ class Engine:
         except (InvalidInput, NodeFailed) as exc:  # the run output, or a branch expression
             return Status.FAILED, None, str(exc)
         except Exception as exc:  # a bug must fail the run, never the executor
-            log.exception("run %s: internal error", run.run_id)
+            log.exception("run %s: internal error", claim.run_id)
             return Status.FAILED, None, f"internal error ({type(exc).__name__})"
         return Status.SUCCEEDED, output, ""
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+from bastion.logs import MIN_SECRET_LENGTH
+
 MASK = "[redacted]"
-# Shorter values would be found inside ordinary text everywhere; no real credential is
-# this short, and the vault's field checks keep them out.
-MIN_LENGTH = 4
 
 
 def scrub(value: Any, secrets: Collection[str]) -> Any:
@@ -30,8 +29,10 @@ def scrub(value: Any, secrets: Collection[str]) -> Any:
 
 
 def scrub_text(text: str, secrets: Collection[str]) -> str:
-    # Longest first, so a secret that contains another is masked whole.
+    # Longest first, so a secret that contains another is masked whole. The log redactor's
+    # floor applies: shorter values would mask ordinary text everywhere (and a credential
+    # that short protects nothing).
     for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= MIN_LENGTH and secret in text:
+        if len(secret) >= MIN_SECRET_LENGTH and secret in text:
             text = text.replace(secret, MASK)
     return text
