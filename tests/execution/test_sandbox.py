@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bastion.execution.sandbox import Sandbox, SandboxFailed, SandboxLimits
+from tests.services import missing_service
 
 LIMITS = SandboxLimits(cpu_seconds=1, wall_seconds=2, memory_bytes=64 * 2**20, processes=4)
 UID_BASE = 64000
@@ -23,7 +24,15 @@ MAX_CONCURRENT = 4
 SANDBOX_UIDS = range(UID_BASE, UID_BASE + MAX_CONCURRENT)
 HAPPY = "def main(data):\n    return {'total': sum(data['values']), 'count': len(data['values'])}\n"
 
-requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="uid drop and NPROC need root")
+
+@pytest.fixture
+def as_root() -> None:
+    """The uid drop and RLIMIT_NPROC need root; CI runs as root, so there this fails."""
+    if os.geteuid() != 0:
+        missing_service("root (the sandbox's uid drop and RLIMIT_NPROC)")
+
+
+requires_root = pytest.mark.usefixtures("as_root")
 
 
 @pytest.fixture
@@ -437,10 +446,11 @@ def _user_namespaces_for_nobody() -> bool:
 
 
 @requires_root
-@pytest.mark.skipif(SYSTEM_PYTHON is None, reason="needs a Python 3.11 that nobody can run")
 def test_without_root_a_user_namespace_still_isolates_network_and_filesystem() -> None:
+    if SYSTEM_PYTHON is None:
+        missing_service("a Python 3.11 that the nobody user can run")
     if not _user_namespaces_for_nobody():
-        pytest.skip("unprivileged user namespaces are disabled here")
+        missing_service("unprivileged user namespaces")
     script = code(
         """
         import asyncio, json, logging
