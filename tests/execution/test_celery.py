@@ -41,19 +41,12 @@ from bastion.runs.ledger import Ledger
 from bastion.runs.records import FINISHED, Status, Trigger
 from bastion.workflows import graph as graphs
 from bastion.workflows.store import Workflows
+from tests.execution.test_engine import THREE
 
 pytestmark = pytest.mark.services
 
 OPS, OTHER = 1, 2
 BASTION = [sys.executable, "-m", "bastion"]
-THREE = {
-    "nodes": [
-        {"id": "seed", "type": "set", "params": {"values": {"n": "{{ input.n }}", "tag": "x"}}},
-        {"id": "double", "type": "transform", "params": {"expression": "steps.seed.n"}},
-        {"id": "big", "type": "condition", "params": {"expression": "steps.seed.n > `10`"}},
-    ],
-    "edges": [{"from": "seed", "to": "double"}, {"from": "double", "to": "big"}],
-}
 DELAY_SECONDS = 3
 
 

@@ -174,12 +174,7 @@ class _ProcessEngine:
         db = Database(settings.effective_database_url)
         self._stack.push_async_callback(db.dispose)
         audit = AuditLog(db, settings.keyring(), fail_closed=settings.audit_fail_closed)
-        vault = Vault(
-            db,
-            audit.keyring,
-            audit,
-            VaultLimits.of(settings),
-        )
+        vault = Vault(db, audit.keyring, audit, VaultLimits.of(settings))
         execution = await self._stack.enter_async_context(
             open_engine(settings, db, vault, uid_base=uid_base)
         )

@@ -125,12 +125,7 @@ def create_app(
         db = Database(settings.effective_database_url)
         stores = open_stores(settings.redis_url.get_secret_value() if settings.redis_url else None)
         audit = AuditLog(db, settings.keyring(), fail_closed=settings.audit_fail_closed)
-        vault = Vault(
-            db,
-            audit.keyring,
-            audit,
-            VaultLimits.of(settings),
-        )
+        vault = Vault(db, audit.keyring, audit, VaultLimits.of(settings))
         checker = HealthChecker(
             vault, margin=timedelta(seconds=settings.oauth_refresh_margin_seconds)
         )
