@@ -14,6 +14,7 @@ from bastion.cli_setup import fail, run_in_transaction, settings_or_exit
 from bastion.db import migrate as migrations
 from bastion.errors import BastionError
 from bastion.logs import configure_logging
+from bastion.triggers.retry import RetryPlanner
 
 
 def worker(
@@ -66,6 +67,8 @@ def worker(
 
         workspace_ids = run_in_transaction(settings, resolve)
     try:
-        run_worker(settings, workspaces=workspace_ids, concurrency=concurrency)
+        run_worker(
+            settings, workspaces=workspace_ids, concurrency=concurrency, planner=RetryPlanner
+        )
     except BastionError as exc:
         fail(str(exc))

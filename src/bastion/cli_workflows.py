@@ -43,6 +43,8 @@ from bastion.runs import history
 from bastion.runs.ledger import Ledger
 from bastion.runs.records import FINISHED, Status, Trigger
 from bastion.runs.signals import RunSignals
+from bastion.triggers.gate import Gate, Origin, RunRequest
+from bastion.triggers.retry import RetryPlanner
 from bastion.workflows import graph as graphs
 from bastion.workflows.errors import InvalidGraph
 from bastion.workflows.store import MAX_DESCRIPTION, Workflows, check_name
@@ -269,6 +271,10 @@ def run_(
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Execute here, or only queue the run.")
     ] = True,
+    version: Annotated[int | None, typer.Option(min=1, help="Default: the current one.")] = None,
+    reason: Annotated[
+        str, typer.Option(help="Why: recorded with the run and in the audit trail.")
+    ] = "",
 ) -> None:
     """Run a workflow: exit 0 when it succeeds, 1 when it fails, is blocked or cancelled."""
     if input_ is not None and input_file is not None:
@@ -279,11 +285,18 @@ def run_(
     else:
         data = {} if input_ is None else parse_json(input_, "--input")
 
+    if len(reason) > 500:
+        fail("--reason is longer than 500 characters")
+    request = RunRequest(data, version, reason.strip())
+
     async def work(s: Services) -> Run:
-        workflow = await Workflows(s.db).named(await workspace_id(s.db, workspace), name)
+        workflows = Workflows(s.db)
+        workflow = await workflows.named(await workspace_id(s.db, workspace), name)
+        if version is not None:
+            await workflows.version(workflow.id, version)  # it must be this workflow's
         if not wait:
-            return await _dispatch(settings, Ledger(s.db), workflow, data)
-        return await _execute_here(settings, s, workflow, data)
+            return await _dispatch(settings, s, Ledger(s.db), workflow, request)
+        return await _execute_here(settings, s, workflow, request)
 
     run = with_services(work, settings)
     if not wait:
@@ -295,21 +308,30 @@ def run_(
     typer.echo(json.dumps(json.loads(run.output or "null"), indent=2, ensure_ascii=False))
 
 
-async def _dispatch(settings: Settings, ledger: Ledger, workflow: Workflow, data: Any) -> Run:
+async def _dispatch(
+    settings: Settings, s: Services, ledger: Ledger, workflow: Workflow, request: RunRequest
+) -> Run:
+    """Through the same gate as every trigger: health guard, durable accept, audit."""
     dispatcher = Dispatcher(
         ledger.db, ledger, _LeftForRecovery(), max_input_bytes=settings.run_max_input_bytes
     )
-    return await dispatcher.dispatch(workflow, trigger=Trigger.MANUAL, actor=ACTOR, data=data)
+    gate = Gate(dispatcher, s.audit)
+    (run,) = await gate.start(workflow, [request], Origin(Trigger.MANUAL, ACTOR))
+    return run
 
 
-async def _execute_here(settings: Settings, s: Services, workflow: Workflow, data: Any) -> Run:
+async def _execute_here(
+    settings: Settings, s: Services, workflow: Workflow, request: RunRequest
+) -> Run:
     """Dispatch and execute the run in this process, printing its steps as they finish."""
     # Imported here: LangGraph takes a second to load, which no other command needs.
     from bastion.execution.factory import open_engine
 
     signals = RunSignals()
-    async with open_engine(settings, s.db, s.vault, signals=signals) as execution:
-        run = await _dispatch(settings, execution.ledger, workflow, data)
+    async with open_engine(
+        settings, s.db, s.vault, signals=signals, retries=RetryPlanner(s.audit)
+    ) as execution:
+        run = await _dispatch(settings, s, execution.ledger, workflow, request)
         typer.echo(f"run {run.id}: {workflow.name} version {run.version}")
         # The engine is called directly, not through an InlineExecutor: that one logs and
         # swallows an engine error, and here the caller must learn of it.

@@ -1,5 +1,7 @@
 """The error vocabulary shared by every package; web/errors.py maps it onto HTTP answers."""
 
+from collections.abc import Sequence
+
 
 class BastionError(Exception):
     """Base of every error Bastion raises on purpose."""
@@ -23,3 +25,31 @@ class PermissionDenied(BastionError):
 
 class Unavailable(BastionError):
     """A dependency (database, Redis, docker proxy) cannot be reached right now."""
+
+
+class Unauthenticated(BastionError):
+    """The request did not prove who sent it (a missing or wrong signature or secret)."""
+
+
+class MethodNotAllowed(BastionError):
+    def __init__(self, message: str, allowed: Sequence[str]) -> None:
+        super().__init__(message)
+        self.allowed = list(allowed)
+
+
+class PayloadTooLarge(BastionError):
+    pass
+
+
+class UnsupportedMediaType(BastionError):
+    pass
+
+
+class Unprocessable(BastionError):
+    """Well-formed, but the current state refuses it (an unhealthy credential)."""
+
+
+class TooManyRequests(BastionError):
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

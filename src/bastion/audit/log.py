@@ -65,11 +65,14 @@ class AuditLog:
 
     def append_blocking(self, session: Session, event: Event) -> int:
         """append() for Database.write_in_thread: the same chain step, blocking driver."""
+        return self.append_many_blocking(session, [event])[-1]
+
+    def append_many_blocking(self, session: Session, events: Sequence[Event]) -> list[int]:
         if self.db.dialect == "postgresql":
             session.execute(_PG_LOCK, {"k": _PG_CHAIN_LOCK})
-        rows = self._chain(session.execute(_HEAD).first(), [event])
+        rows = self._chain(session.execute(_HEAD).first(), events)
         session.execute(_INSERT, rows)
-        return int(rows[0]["seq"])
+        return [int(row["seq"]) for row in rows]
 
     def _chain(self, head: Row[int, str] | None, events: Sequence[Event]) -> list[dict[str, Any]]:
         """The rows that extend the chain from `head` (seq, hash) by `events`."""

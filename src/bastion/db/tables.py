@@ -207,6 +207,9 @@ class Run(Base):
         Index("ix_runs_status_lease_expires", "status", "lease_expires"),
         Index("ix_runs_workspace_id_id", "workspace_id", "id"),
         Index("ix_runs_workflow_id_id", "workflow_id", "id"),
+        Index("ix_runs_status_not_before", "status", "not_before"),
+        Index("ix_runs_trigger_id_status", "trigger_id", "status"),
+        Index("ix_runs_parent_run_id", "parent_run_id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -229,6 +232,12 @@ class Run(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The webhook or schedule that started it; overlap policies look for its active runs.
+    trigger_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    reason: Mapped[str] = mapped_column(String(500), default="")  # an operator's, if given
+    # A scheduled retry waits until then; the scheduler queues it.
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    failure: Mapped[str] = mapped_column(String(32), default="")  # the class retry policies match
 
 
 class RunStep(Base):
@@ -245,3 +254,78 @@ class RunStep(Base):
     duration_ms: Mapped[float] = mapped_column(Float)
     output: Mapped[str] = mapped_column(Text)  # JSON, truncated
     error: Mapped[str] = mapped_column(String(2000), default="")
+
+
+class Trigger(Base):
+    """A webhook or a cron schedule of a workflow. Its settings (JSON) name vault
+    credentials for secrets, never hold them."""
+
+    __tablename__ = "triggers"
+    __table_args__ = (
+        UniqueConstraint("workflow_id", "name"),
+        Index("ix_triggers_kind_next_fire_at", "kind", "next_fire_at"),
+    )
+
+    # Random and unguessable: it is the address of a webhook (/hooks/{id}).
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    workflow_id: Mapped[str] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(100))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: the current one
+    settings: Mapped[str] = mapped_column(Text)
+    # Cron: the next occurrence (nominal), and when it fires (plus jitter). NULL when
+    # disabled or past the schedule's end.
+    next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    next_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """An accepted delivery's event id: a replay returns the same run and starts nothing."""
+
+    __tablename__ = "webhook_deliveries"
+
+    trigger_id: Mapped[str] = mapped_column(
+        ForeignKey("triggers.id", ondelete="CASCADE"), primary_key=True
+    )
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class CronOccurrence(Base):
+    """What became of one occurrence of a schedule: fired (with its run) or skipped (why).
+
+    Unique per schedule and due time: a second server claiming the same occurrence fails.
+    """
+
+    __tablename__ = "cron_occurrences"
+    __table_args__ = (UniqueConstraint("trigger_id", "due_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trigger_id: Mapped[str] = mapped_column(ForeignKey("triggers.id", ondelete="CASCADE"))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status: Mapped[str] = mapped_column(String(16))  # fired | skipped
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class RetryPolicy(Base):
+    __tablename__ = "retry_policies"
+
+    workflow_id: Mapped[str] = mapped_column(
+        ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True
+    )
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    initial_delay_seconds: Mapped[float] = mapped_column(Float)
+    multiplier: Mapped[float] = mapped_column(Float)
+    max_delay_seconds: Mapped[float] = mapped_column(Float)
+    jitter: Mapped[bool] = mapped_column(Boolean)
+    retry_on: Mapped[str] = mapped_column(Text)  # JSON list of failure classes
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(200))

@@ -30,7 +30,7 @@ import re
 import socket
 import ssl
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -45,11 +45,12 @@ from bastion.config import Settings
 from bastion.db import Database
 from bastion.db.tables import Workspace
 from bastion.errors import InvalidInput, Unavailable
-from bastion.execution.engine import Engine
+from bastion.execution.engine import Engine, RetryPlanner
 from bastion.execution.factory import open_engine
 from bastion.runs.records import Status
 from bastion.vault.credentials import Vault, VaultLimits
 
+Planner = Callable[[AuditLog], RetryPlanner]
 log = logging.getLogger("bastion.execution.celery")
 T = TypeVar("T")
 
@@ -156,7 +157,8 @@ class _ProcessEngine:
     does with the task's thread; the task only waits for its run there.
     """
 
-    def __init__(self, settings: Settings, uid_base: int) -> None:
+    def __init__(self, settings: Settings, uid_base: int, planner: Planner | None) -> None:
+        self._planner = planner
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="bastion-engine", daemon=True
@@ -176,7 +178,13 @@ class _ProcessEngine:
         audit = AuditLog(db, settings.keyring(), fail_closed=settings.audit_fail_closed)
         vault = Vault(db, audit.keyring, audit, VaultLimits.of(settings))
         execution = await self._stack.enter_async_context(
-            open_engine(settings, db, vault, uid_base=uid_base)
+            open_engine(
+                settings,
+                db,
+                vault,
+                uid_base=uid_base,
+                retries=None if self._planner is None else self._planner(audit),
+            )
         )
         # Supervised: if lease renewal died with a database hiccup, the leases would lapse
         # and another worker would run the same runs a second time.
@@ -209,6 +217,7 @@ class _WorkerProcess:
 
     def __init__(self) -> None:
         self.settings: Settings | None = None
+        self.planner: Planner | None = None
         self._engine: _ProcessEngine | None = None
         self._lock = threading.Lock()
 
@@ -217,7 +226,9 @@ class _WorkerProcess:
             if self._engine is None:
                 if self.settings is None:
                     raise RuntimeError("this process was not started by `bastion worker`")
-                self._engine = _ProcessEngine(self.settings, self._uid_base(self.settings))
+                self._engine = _ProcessEngine(
+                    self.settings, self._uid_base(self.settings), self.planner
+                )
             return self._engine
 
     def close(self) -> None:
@@ -276,9 +287,16 @@ def _existing_workspaces(settings: Settings) -> list[int]:
     return asyncio.run(query())
 
 
-def run_worker(settings: Settings, *, workspaces: list[int] | None, concurrency: int) -> None:
+def run_worker(
+    settings: Settings,
+    *,
+    workspaces: list[int] | None,
+    concurrency: int,
+    planner: Planner | None = None,
+) -> None:
     """Consume the queues of `workspaces` (None: every workspace existing now) until a
-    signal stops the worker. Blocks.
+    signal stops the worker. Blocks. `planner` makes the retry planner of each process's
+    engine (the triggers layer's, passed in from outside).
 
     SIGTERM to this process is a warm shutdown: the runs in progress finish first. The
     pool processes die at once on a SIGTERM of their own (a whole process group or
@@ -300,6 +318,7 @@ def run_worker(settings: Settings, *, workspaces: list[int] | None, concurrency:
     if not workspaces:
         raise InvalidInput("no workspace to consume")
     _process.settings = settings
+    _process.planner = planner
     # Sent in each pool process as it exits.
     signals.worker_process_shutdown.connect(_close_process_engine, weak=False)
     signals.setup_logging.connect(_keep_bastion_logging, weak=False)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bastion.db import Database
@@ -56,7 +57,7 @@ class Dispatcher:
         self.max_input_bytes = max_input_bytes
         self.queued_grace = queued_grace
 
-    async def dispatch(
+    def new_run(
         self,
         workflow: Workflow,
         *,
@@ -66,9 +67,11 @@ class Dispatcher:
         version: int | None = None,
         attempt: int = 1,
         parent_run_id: str | None = None,
+        trigger_id: str | None = None,
+        reason: str = "",
     ) -> Run:
-        """Accept a run: durable once this returns, executed soon after."""
-        run = Run(
+        """A queued run record, not yet stored; InvalidInput when its input is too large."""
+        return Run(
             id=records.new_run_id(),
             workspace_id=workflow.workspace_id,
             workflow_id=workflow.id,
@@ -82,16 +85,47 @@ class Dispatcher:
             error="",
             queued_at=utcnow(),
             cancel_requested=False,
+            trigger_id=trigger_id,
+            reason=reason,
+            not_before=None,
+            failure="",
         )
+
+    async def submit(self, runs: Sequence[Run]) -> None:
+        """Hand stored runs to the executor."""
+        for run in runs:
+            await self.executor.submit(run.id, run.workspace_id)
+
+    async def dispatch(
+        self,
+        workflow: Workflow,
+        *,
+        trigger: Trigger,
+        actor: str,
+        data: Any,
+        version: int | None = None,
+    ) -> Run:
+        """Accept a run with no checks: durable once this returns, executed soon after.
+        Triggers go through triggers.gate, which adds the health guard and the audit."""
+        run = self.new_run(workflow, trigger=trigger, actor=actor, data=data, version=version)
         await self.ledger.write(lambda s: records.accept(s, run))
-        await self.executor.submit(run.id, run.workspace_id)
+        await self.submit([run])
         return run
 
-    async def cancel(self, run_id: str) -> Run | None:
-        run = await self.ledger.write(lambda s: records.request_cancel(s, run_id))
+    async def cancel(self, run_id: str) -> tuple[Run | None, int]:
+        """Cancel a run and its pending retries: the run (None if unknown) and how many
+        retries were cancelled."""
+        run, retries = await self.ledger.write(lambda s: records.request_cancel(s, run_id))
         if run is not None and run.status == Status.RUNNING:
             self.executor.cancel(run_id)
-        return run
+        return run, retries
+
+    async def queue_due(self, now: datetime) -> int:
+        """Queue and submit the scheduled retries whose time has come."""
+        due = await self.ledger.write(lambda s: records.queue_due(s, now))
+        for run_id, workspace_id in due:
+            await self.executor.submit(run_id, workspace_id)
+        return len(due)
 
     async def recover_once(self, *, grace: timedelta) -> int:
         """Submit runs nobody is executing; how many were found."""

@@ -23,13 +23,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.errors import GraphRecursionError
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from bastion.db.types import utcnow
 from bastion.errors import InvalidInput, NotFound
@@ -47,7 +48,7 @@ from bastion.workflows import graph as graphs
 from bastion.workflows import templates
 from bastion.workflows.compiler import Compiled
 from bastion.workflows.egress import EgressPolicy
-from bastion.workflows.errors import InvalidGraph, NodeFailed
+from bastion.workflows.errors import Failure, InvalidGraph, NodeFailed
 from bastion.workflows.graph import Node
 from bastion.workflows.nodes.base import CodeRunner, NodeContext, Runtime
 from bastion.workflows.nodes.catalog import NODE_TYPES
@@ -74,9 +75,26 @@ class RunCancelled(Exception):
 class StepFailed(Exception):
     """A node failed; the message is safe to store (names node and cause, no secrets)."""
 
-    def __init__(self, message: str, *, blocked: bool = False) -> None:
+    def __init__(
+        self, message: str, *, blocked: bool = False, failure: Failure = Failure.NODE_ERROR
+    ) -> None:
         super().__init__(message)
         self.blocked = blocked
+        self.failure = failure
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    output: str | None = None
+    error: str = ""
+    failure: str = ""  # a Failure, for a failed run
+
+
+class RetryPlanner(Protocol):
+    """Decides, in the transaction that records a failure, whether a retry follows."""
+
+    def plan(self, session: Session, run_id: str, failure: str) -> None: ...
 
 
 @dataclass
@@ -111,6 +129,7 @@ class Engine:
         owner: str,
         limits: EngineLimits = EngineLimits(),
         signals: RunSignals | None = None,
+        retries: RetryPlanner | None = None,
     ) -> None:
         self.ledger = ledger
         self.workflows = workflows
@@ -119,6 +138,7 @@ class Engine:
         self.owner = owner
         self.limits = limits
         self.signals = signals or RunSignals()
+        self.retries = retries
         self.runtime = Runtime(egress, http, code, self, limits.max_delay_seconds)
         self._compiled: OrderedDict[tuple[str, int, bool], asyncio.Future[Compiled[RunContext]]] = (
             OrderedDict()
@@ -137,17 +157,33 @@ class Engine:
             return None
         handle = self._active[run_id] = _Handle()
         try:
-            status, output, error = await self._drive(claim, handle)
+            outcome = await self._drive(claim, handle)
             finished = await self.ledger.write(
-                lambda s: records.finish(s, run_id, self.owner, status, output=output, error=error)
+                partial(self._finish, run_id=run_id, outcome=outcome)
             )
             if not finished:
                 log.warning("run %s: lease lost before it finished; result dropped", run_id)
             self._finished.append(run_id)
-            return status
+            return outcome.status
         finally:
             del self._active[run_id]
             self.signals.notify(run_id)
+
+    def _finish(self, session: Session, run_id: str, outcome: Outcome) -> bool:
+        """The run's end and, when it failed, its retry: one transaction, so a crash
+        between them cannot lose the retry."""
+        finished = records.finish(
+            session,
+            run_id,
+            self.owner,
+            outcome.status,
+            output=outcome.output,
+            error=outcome.error,
+            failure=outcome.failure,
+        )
+        if finished and outcome.status == Status.FAILED and self.retries is not None:
+            self.retries.plan(session, run_id, outcome.failure)
+        return finished
 
     def cancel(self, run_id: str) -> None:
         """Stop a run this engine holds at its next step boundary."""
@@ -170,11 +206,11 @@ class Engine:
             for run_id in cancelled:
                 self.cancel(run_id)
 
-    async def _drive(self, claim: records.Claim, handle: _Handle) -> tuple[Status, str | None, str]:
+    async def _drive(self, claim: records.Claim, handle: _Handle) -> Outcome:
         try:
             compiled = await self._compile(claim.workflow_id, claim.version, checkpointed=True)
         except (NotFound, InvalidGraph) as exc:
-            return Status.FAILED, None, f"cannot load version {claim.version}: {exc}"
+            return _failed(f"cannot load version {claim.version}: {exc}", Failure.NODE_ERROR)
         context = RunContext(
             claim.run_id,
             claim.workspace_id,
@@ -192,13 +228,10 @@ class Engine:
             if snapshot.values:
                 unsafe = [name for name in snapshot.next if not _resumable(compiled, name)]
                 if unsafe:
-                    return (
-                        Status.FAILED,
-                        None,
-                        (
-                            f"interrupted during node {unsafe[0]!r}; not resumed, because running "
-                            "it again may repeat its side effects"
-                        ),
+                    return _failed(
+                        f"interrupted during node {unsafe[0]!r}; not resumed, because running "
+                        "it again may repeat its side effects",
+                        Failure.INTERRUPTED,
                     )
                 start = None  # LangGraph continues from the checkpoint
                 log.info(
@@ -212,17 +245,21 @@ class Engine:
                 compiled.result(final), limit=self.limits.max_output_bytes, what="run output"
             )
         except RunCancelled:
-            return Status.CANCELLED, None, "cancelled by request"
+            return Outcome(Status.CANCELLED, error="cancelled by request")
         except StepFailed as exc:
-            return (Status.BLOCKED if exc.blocked else Status.FAILED), None, str(exc)
+            if exc.blocked:
+                return Outcome(Status.BLOCKED, error=str(exc))
+            return _failed(str(exc), exc.failure)
         except GraphRecursionError:
-            return Status.FAILED, None, f"run exceeded {self.limits.max_steps} steps"
-        except (InvalidInput, NodeFailed) as exc:  # the run output, or a branch expression
-            return Status.FAILED, None, str(exc)
+            return _failed(f"run exceeded {self.limits.max_steps} steps", Failure.NODE_ERROR)
+        except InvalidInput as exc:  # the run output
+            return _failed(str(exc), Failure.NODE_ERROR)
+        except NodeFailed as exc:  # a branch expression
+            return _failed(str(exc), exc.failure)
         except Exception as exc:  # a bug must fail the run, never the executor
             log.exception("run %s: internal error", claim.run_id)
-            return Status.FAILED, None, f"internal error ({type(exc).__name__})"
-        return Status.SUCCEEDED, output, ""
+            return _failed(f"internal error ({type(exc).__name__})", Failure.INTERNAL)
+        return Outcome(Status.SUCCEEDED, output)
 
     async def _forget_finished(self) -> None:
         """Checkpoints of finished runs go in batches, off the runs' own path."""
@@ -283,7 +320,8 @@ class Engine:
         except (NodeFailed, InvalidInput) as exc:
             message = f"node {node.id!r} ({node.type}): {scrub_text(str(exc), secrets)}"
             self._record(context, node, started, clock, Status.FAILED, None, message)
-            raise StepFailed(message) from None
+            failure = exc.failure if isinstance(exc, NodeFailed) else Failure.NODE_ERROR
+            raise StepFailed(message, failure=failure) from None
         except CredentialBlocked as exc:
             message = f"node {node.id!r} ({node.type}): {exc}"
             self._record(context, node, started, clock, Status.BLOCKED, None, message)
@@ -389,12 +427,16 @@ class Engine:
                 context=child_context,
             )
         except StepFailed as exc:
-            raise NodeFailed(f"sub-workflow {workflow!r}: {exc}") from None
+            raise NodeFailed(f"sub-workflow {workflow!r}: {exc}", exc.failure) from None
         except GraphRecursionError:
             raise NodeFailed(
                 f"sub-workflow {workflow!r} exceeded {self.limits.max_steps} steps"
             ) from None
         return compiled.result(final)
+
+
+def _failed(error: str, failure: Failure) -> Outcome:
+    return Outcome(Status.FAILED, error=error, failure=failure)
 
 
 def _resumable(compiled: Compiled[RunContext], node_id: str) -> bool:

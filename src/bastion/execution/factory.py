@@ -25,7 +25,7 @@ from bastion.execution.dispatcher import (
     Dispatcher,
     Executor,
 )
-from bastion.execution.engine import Engine, EngineLimits
+from bastion.execution.engine import Engine, EngineLimits, RetryPlanner
 from bastion.execution.inline import InlineExecutor
 from bastion.execution.sandbox import Sandbox, SandboxLimits
 from bastion.runs.ledger import Ledger
@@ -81,6 +81,7 @@ async def open_engine(
     *,
     signals: RunSignals | None = None,
     uid_base: int | None = None,
+    retries: RetryPlanner | None = None,
 ) -> AsyncIterator[Execution]:
     ledger = Ledger(db)
     workflows = Workflows(db)
@@ -100,6 +101,7 @@ async def open_engine(
             owner=owner_id(),
             limits=engine_limits(settings),
             signals=signals,
+            retries=retries,
         )
         yield Execution(engine, sandbox, workflows, ledger)
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bastion.workflows.errors import NodeFailed
+from bastion.workflows.errors import Failure, NodeFailed
 
 log = logging.getLogger("bastion.execution.sandbox")
 
@@ -170,7 +170,9 @@ class Sandbox:
                     )
                 returncode = await process.wait()
         except TimeoutError:
-            raise SandboxFailed(f"code node timed out after {limits.wall_seconds:g} s") from None
+            raise SandboxFailed(
+                f"code node timed out after {limits.wall_seconds:g} s", Failure.TIMEOUT
+            ) from None
         finally:
             await _stop(process)
         stdout, stderr = out.result(), err.result()

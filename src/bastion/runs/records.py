@@ -1,8 +1,9 @@
 """Run records and step events: what is stored, and the state changes a run goes through.
 
 queued → running → succeeded | failed | cancelled, plus blocked (a credential it needs is
-unhealthy). An executor *claims* a run with a lease it keeps renewing; a run whose lease
-lapsed was held by an executor that died, and the next claim resumes it.
+unhealthy); a retry starts as scheduled and is queued at its time. An executor *claims*
+a run with a lease it keeps renewing; a run whose lease lapsed was held by an executor
+that died, and the next claim resumes it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bastion.errors import InvalidInput
 
 
 class Status(StrEnum):
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -34,6 +36,7 @@ class Status(StrEnum):
 
 
 FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.BLOCKED})
+ACTIVE = frozenset({Status.SCHEDULED, Status.QUEUED, Status.RUNNING})
 
 
 class Trigger(StrEnum):
@@ -91,6 +94,7 @@ class Claim:
 # the ORM's bulk machinery) cost more CPU than SQLite spent executing them.
 _runs = cast(Table, Run.__table__)
 _INSERT_RUN = insert(_runs)
+_DEFAULTED = frozenset(c.key for c in _runs.c if c.default is not None)
 _INSERT_STEP = insert(cast(Table, RunStep.__table__))
 _CLAIM = (
     update(_runs)
@@ -124,6 +128,7 @@ _FINISH = (
         status=bindparam("status"),
         output=bindparam("output"),
         error=bindparam("error"),
+        failure=bindparam("failure"),
         finished_at=bindparam("finished_at"),
         lease_owner=None,
         lease_expires=None,
@@ -133,7 +138,11 @@ _FINISH = (
 
 def accept(session: Session, run: Run) -> Run:
     """Store a new (transient) run record as it is."""
-    session.execute(_INSERT_RUN, {c.key: getattr(run, c.key) for c in _runs.c})
+    values = {c.key: getattr(run, c.key) for c in _runs.c}
+    # Unset attributes of a transient record are None: leave them to the column defaults.
+    session.execute(
+        _INSERT_RUN, {k: v for k, v in values.items() if v is not None or k not in _DEFAULTED}
+    )
     return run
 
 
@@ -179,14 +188,19 @@ def finish(
     *,
     output: str | None = None,
     error: str = "",
+    failure: str = "",
 ) -> bool:
-    """End a run the caller holds. False when it no longer holds it (lease lost)."""
+    """End a run the caller holds. False when it no longer holds it (lease lost).
+
+    `failure` classifies a failed run for retry policies (see execution.engine).
+    """
     params = {
         "run_id": run_id,
         "owner": owner,
         "status": status,
         "output": output,
         "error": clip(error),
+        "failure": failure,
         "finished_at": utcnow(),
     }
     return bool(session.execute(_FINISH, params).rowcount)  # type: ignore[attr-defined]
@@ -196,19 +210,68 @@ def add_step(session: Session, step: dict[str, Any]) -> None:
     session.execute(_INSERT_STEP, step)
 
 
-def request_cancel(session: Session, run_id: str) -> Run | None:
-    """Ask a run to stop. A queued run is cancelled at once; a running one at its next step."""
+def request_cancel(session: Session, run_id: str) -> tuple[Run | None, int]:
+    """Ask a run to stop, and cancel the retries waiting to follow it (how many).
+
+    A queued or scheduled run is cancelled at once; a running one at its next step.
+    """
     run = session.get(Run, run_id, populate_existing=True)
-    if run is None or run.status in FINISHED:
-        return run
-    if run.status == Status.QUEUED:
+    if run is None:
+        return None, 0
+    if run.status in (Status.QUEUED, Status.SCHEDULED):
         run.status = Status.CANCELLED
         run.finished_at = utcnow()
         run.error = "cancelled before it started"
-    else:
+    elif run.status == Status.RUNNING:
         run.cancel_requested = True
+    retries = _cancel_pending_retries(session, run_id)
     session.flush()
-    return run
+    return run, retries
+
+
+MAX_RETRY_CHAIN = 100  # a retry policy allows at most 100 attempts
+
+
+def _cancel_pending_retries(session: Session, run_id: str) -> int:
+    """Walk the retries that descend from `run_id` (each links to the run it retries)."""
+    parents, cancelled = [run_id], 0
+    for _ in range(MAX_RETRY_CHAIN):
+        children = session.execute(
+            select(Run.id, Run.status).where(Run.parent_run_id.in_(parents))
+        ).all()
+        if not children:
+            break
+        cancelled += sum(1 for c in children if c.status == Status.SCHEDULED)
+        session.execute(
+            update(Run)
+            .where(Run.id.in_([c.id for c in children]), Run.status == Status.SCHEDULED)
+            .values(
+                status=Status.CANCELLED,
+                finished_at=utcnow(),
+                error="cancelled with the run it would have retried",
+            )
+            .execution_options(synchronize_session=False)
+        )
+        parents = [c.id for c in children]
+    return cancelled
+
+
+def queue_due(session: Session, now: datetime, limit: int = 500) -> list[tuple[str, int]]:
+    """Scheduled retries whose time has come, queued; (run id, workspace id) of each."""
+    due = session.execute(
+        select(Run.id, Run.workspace_id)
+        .where(Run.status == Status.SCHEDULED, Run.not_before <= now)
+        .order_by(Run.not_before)
+        .limit(limit)
+    ).all()
+    if due:
+        session.execute(
+            update(Run)
+            .where(Run.id.in_([run_id for run_id, _ in due]), Run.status == Status.SCHEDULED)
+            .values(status=Status.QUEUED, queued_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return [(run_id, workspace_id) for run_id, workspace_id in due]
 
 
 async def orphans(

@@ -331,6 +331,18 @@ class Vault:
     async def describe(self, context: AccessContext, credential_id: str) -> Credential:
         return await self.check(context, credential_id, Permission.READ, "describe")
 
+    async def current_field_names(self, credential_id: str) -> list[str]:
+        async with self.db.session() as session:
+            rows = await session.scalars(
+                select(CredentialField.name)
+                .join(Credential, Credential.id == CredentialField.credential_id)
+                .where(
+                    Credential.id == credential_id,
+                    CredentialField.version == Credential.version,
+                )
+            )
+            return sorted(rows)
+
     async def field_names(self, credential_id: str, version: int) -> list[str]:
         async with self.db.session() as session:
             rows = await session.scalars(
@@ -383,6 +395,45 @@ class Vault:
             event = self.event("use", context, credential_id, name=credential.name)
             self.audit.append_blocking(session, event)
             return fields
+
+        outcome = await self.db.write_in_thread(work)
+        if isinstance(outcome, str):
+            await self.deny(context, "use", credential_id, outcome, None)
+        return outcome
+
+    async def resolve_recent(
+        self, context: AccessContext, credential_id: str, grace: timedelta
+    ) -> list[dict[str, Secret]]:
+        """resolve(), plus the replaced version when the rotation was less than `grace`
+        ago (newest first): a verifier accepts both while senders switch to the new one."""
+
+        def work(session: Session) -> list[dict[str, Secret]] | str:
+            rows = session.execute(_CURRENT_FIELDS, {"credential_id": credential_id}).all()
+            if not rows:
+                raise CredentialNotFound(f"no credential {credential_id[:40]!r}")
+            credential = rows[0][0]
+            refusal = _refusal(credential, context, None)
+            if refusal is not None:
+                return refusal
+            if credential.health == "unhealthy":
+                raise CredentialBlocked(
+                    f"credential {credential.name!r} is unhealthy: {credential.health_reason}"
+                )
+            versions = [self._decrypt(field for _, field in rows)]
+            if credential.version > 1 and credential.rotated_at > utcnow() - grace:
+                previous = session.scalars(
+                    select(CredentialField).where(
+                        CredentialField.credential_id == credential.id,
+                        CredentialField.version == credential.version - 1,
+                    )
+                ).all()
+                if previous:
+                    versions.append(self._decrypt(previous))
+            event = self.event(
+                "use", context, credential_id, name=credential.name, versions=len(versions)
+            )
+            self.audit.append_blocking(session, event)
+            return versions
 
         outcome = await self.db.write_in_thread(work)
         if isinstance(outcome, str):

@@ -29,9 +29,14 @@ from bastion.execution.factory import background_of, dispatcher_of, executor_of,
 from bastion.execution.sandbox import Sandbox
 from bastion.runs.signals import RunSignals
 from bastion.stores import Stores, open_stores
+from bastion.triggers.gate import Gate
+from bastion.triggers.retry import RetryPlanner, RetryPolicies
+from bastion.triggers.scheduler import Scheduler
+from bastion.triggers.store import Triggers
+from bastion.triggers.webhook import Webhooks
 from bastion.vault.credentials import Vault, VaultLimits
 from bastion.vault.health import HealthChecker
-from bastion.web import csp_report, health, metrics
+from bastion.web import csp_report, health, hooks, metrics
 from bastion.web.api import create_api
 from bastion.web.auth import routes as auth_routes
 from bastion.web.auth.captcha import new_answer
@@ -49,6 +54,8 @@ from bastion.workflows.store import Workflows
 
 log = logging.getLogger("bastion.app")
 SWEEP_SECONDS = 60  # OAuth2 refresh ahead of expiry, alerts, expired rollback versions
+FAILURE_REPORT_SECONDS = 60  # failed webhook authentications: one audit record per minute
+PRUNE_SECONDS = 3600
 
 
 @dataclass
@@ -69,6 +76,11 @@ class Services:
     dispatcher: Dispatcher
     signals: RunSignals
     sandbox: Sandbox
+    gate: Gate
+    triggers: Triggers
+    retry_policies: RetryPolicies
+    webhooks: Webhooks
+    scheduler: Scheduler
 
 
 class BastionApp(Starlette):
@@ -111,6 +123,24 @@ def _vault_and_audit_services(
     return services
 
 
+def _trigger_services(scheduler: Scheduler, webhooks: Webhooks) -> list[BackgroundService]:
+    async def report_failures() -> None:
+        while True:
+            await asyncio.sleep(FAILURE_REPORT_SECONDS)
+            await webhooks.report_failures()
+
+    async def prune_deliveries() -> None:
+        while True:
+            await asyncio.sleep(PRUNE_SECONDS)
+            await webhooks.prune()
+
+    return [
+        BackgroundService("scheduler", scheduler.run),
+        BackgroundService("webhook-auth-failures", report_failures),
+        BackgroundService("webhook-dedup-prune", prune_deliveries),
+    ]
+
+
 def create_app(
     settings: Settings,
     *,
@@ -133,18 +163,25 @@ def create_app(
         try:
             async with AsyncExitStack() as stack:
                 execution = await stack.enter_async_context(
-                    open_engine(settings, db, vault, signals=signals)
+                    open_engine(settings, db, vault, signals=signals, retries=RetryPlanner(audit))
                 )
                 # Probed once, off the loop: it starts a process, and logs a missing layer.
                 await asyncio.to_thread(lambda: execution.sandbox.isolation)
                 executor = executor_of(settings, execution.engine)
                 stack.push_async_callback(executor.stop)
                 dispatcher = dispatcher_of(settings, execution, executor)
+                gate = Gate(dispatcher, audit)
+                triggers = Triggers(db)
+                webhooks = Webhooks(
+                    gate, triggers, execution.workflows, vault, stores.limiter, audit
+                )
+                scheduler = Scheduler(gate)
                 supervisor = Supervisor(
                     [
                         *background,
                         *_vault_and_audit_services(settings, audit, checker),
                         *background_of(execution.engine, dispatcher),
+                        *_trigger_services(scheduler, webhooks),
                     ]
                 )
                 await supervisor.start()
@@ -179,6 +216,11 @@ def create_app(
                         dispatcher=dispatcher,
                         signals=signals,
                         sandbox=execution.sandbox,
+                        gate=gate,
+                        triggers=triggers,
+                        retry_policies=RetryPolicies(db),
+                        webhooks=webhooks,
+                        scheduler=scheduler,
                     )
                 }
         finally:
@@ -193,6 +235,7 @@ def create_app(
             *auth_routes.routes,
             *csp_report.routes,
             *metrics.routes,
+            *hooks.routes,
             Mount(
                 "/static",
                 app=CachedStaticFiles(

@@ -14,18 +14,31 @@ from bastion.errors import (
     BastionError,
     Conflict,
     InvalidInput,
+    MethodNotAllowed,
     NotFound,
+    PayloadTooLarge,
     PermissionDenied,
+    TooManyRequests,
+    Unauthenticated,
     Unavailable,
+    Unprocessable,
+    UnsupportedMediaType,
 )
+from bastion.triggers.errors import DispatchBlocked
 
 log = logging.getLogger("bastion.http")
 
 _STATUS: list[tuple[type[BastionError], int, str]] = [
     (InvalidInput, 400, "invalid_input"),
+    (Unauthenticated, 401, "unauthorized"),
     (PermissionDenied, 403, "forbidden"),
     (NotFound, 404, "not_found"),
+    (MethodNotAllowed, 405, "method_not_allowed"),
     (Conflict, 409, "conflict"),
+    (PayloadTooLarge, 413, "payload_too_large"),
+    (UnsupportedMediaType, 415, "unsupported_media_type"),
+    (Unprocessable, 422, "unprocessable"),
+    (TooManyRequests, 429, "too_many_requests"),
     (Unavailable, 503, "unavailable"),
 ]
 
@@ -45,10 +58,21 @@ def error_body(code: str, message: str) -> dict[str, str]:
     return {"error": code, "message": message}
 
 
+def _headers(exc: Exception) -> dict[str, str]:
+    if isinstance(exc, TooManyRequests):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, MethodNotAllowed):
+        return {"Allow": ", ".join(exc.allowed)}
+    return {}
+
+
 async def _bastion_error(request: Request, exc: Exception) -> JSONResponse:
     for kind, status, code in _STATUS:
         if isinstance(exc, kind):
-            return JSONResponse(error_body(code, str(exc)), status_code=status)
+            body = error_body(code, str(exc))
+            if isinstance(exc, DispatchBlocked):
+                body["credentials"] = exc.credentials  # type: ignore[assignment]
+            return JSONResponse(body, status_code=status, headers=_headers(exc))
     log.error("unmapped %s: %s", type(exc).__name__, exc)
     return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
 

@@ -14,11 +14,14 @@ from starlette.responses import StreamingResponse
 
 from bastion.accounts.rbac import Permission, Principal
 from bastion.db.tables import Run, RunStep
-from bastion.errors import Conflict
+from bastion.errors import Conflict, NotFound
+from bastion.logs import request_id
 from bastion.runs import history
 from bastion.runs.records import FINISHED, Status, Trigger
+from bastion.triggers.gate import Origin, RunRequest
 from bastion.web import auditing
 from bastion.web.api.principals import Requires, authorize_in
+from bastion.web.middleware.client_ip import client_ip
 
 router = APIRouter(tags=["runs"])
 SignedIn = Annotated[Principal, Depends(Requires("signed-in"))]
@@ -50,6 +53,10 @@ class RunOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     cancel_requested: bool
+    trigger_id: str | None
+    reason: str
+    not_before: datetime | None
+    failure: str
 
     @classmethod
     def of(cls, run: Run) -> RunOut:
@@ -70,6 +77,10 @@ class RunOut(BaseModel):
             started_at=run.started_at,
             finished_at=run.finished_at,
             cancel_requested=run.cancel_requested,
+            trigger_id=run.trigger_id,
+            reason=run.reason,
+            not_before=run.not_before,
+            failure=run.failure,
         )
 
 
@@ -144,11 +155,16 @@ async def show(run_id: str, principal: SignedIn, request: Request) -> RunDetail:
 
 @router.post("/runs/{run_id}/cancel", status_code=202)
 async def cancel(run_id: str, principal: SignedIn, request: Request) -> RunOut:
+    """Stops the run (at its next step) and cancels the retries waiting to follow it."""
     run = await run_for(request, principal, run_id, Permission.DISPATCH_RUNS)
-    if run.status in FINISHED:
-        raise Conflict(f"run {run_id} already ended ({run.status})")
-    cancelled = await request.state.services.dispatcher.cancel(run.id)
-    await auditing.record(request, "run.cancel", actor_of(principal), target=run.id)
+    cancelled, retries = await request.state.services.dispatcher.cancel(run.id)
+    if cancelled is None:  # deleted with its workflow meanwhile
+        raise NotFound(f"no run {run_id[:40]!r}")
+    if run.status in FINISHED and not retries:
+        raise Conflict(f"run {run_id} already ended ({run.status}) and has no pending retry")
+    await auditing.record(
+        request, "run.cancel", actor_of(principal), target=run.id, details={"retries": retries}
+    )
     return RunOut.of(cancelled)
 
 
@@ -158,16 +174,14 @@ async def replay(run_id: str, principal: SignedIn, request: Request) -> RunOut:
     run = await run_for(request, principal, run_id, Permission.DISPATCH_RUNS)
     services = request.state.services
     workflow = await services.workflows.get(run.workflow_id)
-    replayed = await services.dispatcher.dispatch(
-        workflow,
-        trigger=Trigger.API if principal.token_id is not None else Trigger.MANUAL,
-        actor=actor_of(principal),
-        data=json.loads(run.input),
-        version=run.version,
+    origin = Origin(
+        Trigger.API if principal.token_id is not None else Trigger.MANUAL,
+        actor_of(principal),
+        client_ip=client_ip(request),
+        request_id=request_id.get(),
     )
-    await auditing.record(
-        request, "run.replay", actor_of(principal), target=replayed.id, details={"of": run.id}
-    )
+    request_ = RunRequest(json.loads(run.input), run.version, f"replay of {run.id}")
+    (replayed,) = await services.gate.start(workflow, [request_], origin)
     return RunOut.of(replayed)
 
 

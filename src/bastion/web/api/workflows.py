@@ -14,10 +14,13 @@ from pydantic import BaseModel, Field
 
 from bastion.accounts.rbac import Permission, Principal
 from bastion.db.tables import Workflow, WorkflowVersion
+from bastion.logs import request_id
 from bastion.runs.records import Trigger
+from bastion.triggers.gate import Origin, RunRequest
 from bastion.web import auditing
 from bastion.web.api.principals import Requires, authorize_in
 from bastion.web.api.runs import RunOut, actor_of
+from bastion.web.middleware.client_ip import client_ip
 from bastion.workflows import graph as graphs
 from bastion.workflows.store import MAX_DESCRIPTION, NAME_PATTERN
 
@@ -25,6 +28,7 @@ router = APIRouter(tags=["workflows"])
 SignedIn = Annotated[Principal, Depends(Requires("signed-in"))]
 InWorkspace = Annotated[Principal, Depends(Requires(Permission.READ))]
 Editor = Annotated[Principal, Depends(Requires(Permission.EDIT_WORKFLOWS))]
+MAX_BATCH = 100
 
 
 class WorkflowIn(BaseModel):
@@ -40,6 +44,11 @@ class VersionIn(BaseModel):
 class RunIn(BaseModel):
     input: Any = Field(default=None, description="JSON input of the run")
     version: int | None = Field(default=None, ge=1, description="default: the current one")
+    reason: str = Field(default="", max_length=500, description="recorded with the run")
+
+
+class BatchIn(BaseModel):
+    runs: list[RunIn] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class WorkflowOut(BaseModel):
@@ -152,16 +161,35 @@ async def add_version(
     return VersionOut.of(added)
 
 
+async def _start(
+    request: Request, principal: Principal, workflow_id: str, runs: list[RunIn]
+) -> list[RunOut]:
+    """Every run checked (versions, input sizes, credential health) before any is
+    stored; then all are stored in one transaction, or none."""
+    services = request.state.services
+    workflow = await workflow_for(request, principal, workflow_id, Permission.DISPATCH_RUNS)
+    for version in sorted({run.version for run in runs if run.version is not None}):
+        await services.workflows.version(workflow.id, version)
+    origin = Origin(
+        Trigger.API if principal.token_id is not None else Trigger.MANUAL,
+        actor_of(principal),
+        client_ip=client_ip(request),
+        request_id=request_id.get(),
+    )
+    requests = [RunRequest(run.input, run.version, run.reason.strip()) for run in runs]
+    started = await services.gate.start(workflow, requests, origin)
+    return [RunOut.of(run) for run in started]
+
+
 @router.post("/workflows/{workflow_id}/runs", status_code=202)
 async def start_run(workflow_id: str, body: RunIn, principal: SignedIn, request: Request) -> RunOut:
-    workflow = await workflow_for(request, principal, workflow_id, Permission.DISPATCH_RUNS)
-    if body.version is not None:
-        await request.state.services.workflows.version(workflow.id, body.version)
-    run = await request.state.services.dispatcher.dispatch(
-        workflow,
-        trigger=Trigger.API if principal.token_id is not None else Trigger.MANUAL,
-        actor=actor_of(principal),
-        data=body.input,
-        version=body.version,
-    )
-    return RunOut.of(run)
+    """Start one run; 422 when a credential the version uses is unhealthy."""
+    return (await _start(request, principal, workflow_id, [body]))[0]
+
+
+@router.post("/workflows/{workflow_id}/runs:batch", status_code=202)
+async def start_batch(
+    workflow_id: str, body: BatchIn, principal: SignedIn, request: Request
+) -> list[RunOut]:
+    """Start 1 to 100 runs, all or none."""
+    return await _start(request, principal, workflow_id, body.runs)

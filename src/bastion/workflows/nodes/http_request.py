@@ -25,7 +25,7 @@ import httpx
 from pydantic import Field
 
 from bastion.workflows.egress import EgressDenied, EgressPolicy
-from bastion.workflows.errors import NodeFailed
+from bastion.workflows.errors import Failure, NodeFailed
 from bastion.workflows.nodes.base import NodeContext, NodeType, Params
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -116,9 +116,11 @@ async def send(
                     await response.aclose()
             raise NodeFailed(f"{host} redirected more than {MAX_REDIRECTS} times")
     except TimeoutError:
-        raise NodeFailed(f"request to {host} timed out after {request.timeout:g} s") from None
+        raise NodeFailed(
+            f"request to {host} timed out after {request.timeout:g} s", Failure.TIMEOUT
+        ) from None
     except httpx.HTTPError as exc:
-        raise NodeFailed(_transport_failure(exc, host)) from None
+        raise NodeFailed(_transport_failure(exc, host), Failure.NETWORK) from None
 
 
 def _checked_url(text: str) -> httpx.URL:
@@ -296,11 +298,17 @@ class HttpRequestParams(Params):
     timeout: float = Field(default=10.0, gt=0, le=MAX_TIMEOUT)
     max_response_bytes: int = Field(default=2**20, ge=0, le=MAX_RESPONSE_BYTES)
     follow_redirects: bool = False
+    fail_on_status: bool = False  # a 4xx or 5xx answer fails the node (and may be retried)
 
 
 async def _http_request(params: HttpRequestParams, context: NodeContext) -> Any:
-    request = OutboundRequest(**params.model_dump())
-    return await send(request, context.runtime.egress, context.runtime.http)
+    request = OutboundRequest(**params.model_dump(exclude={"fail_on_status"}))
+    answer = await send(request, context.runtime.egress, context.runtime.http)
+    status = answer["status"]
+    if params.fail_on_status and status >= 400:
+        failure = Failure.HTTP_5XX if status >= 500 else Failure.HTTP_4XX
+        raise NodeFailed(f"{_host(httpx.URL(params.url))} answered {status}", failure)
+    return answer
 
 
 HTTP_REQUEST = NodeType(

@@ -1,0 +1,1 @@
+"""Everything that starts a run: webhooks, cron schedules, operators, retry policies."""

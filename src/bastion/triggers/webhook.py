@@ -1,0 +1,363 @@
+"""Webhook ingress: from an HTTP delivery to a durably queued run.
+
+Order matters, and it is the fix for the original platform, which ran a health check and
+an audit write before authentication and never counted failures:
+
+1. find the trigger (unknown and disabled answer alike: 404) and check the method;
+2. refuse an address that keeps failing authentication, before reading its body;
+3. authenticate: the secret comes from an in-memory cache, so a flood of bad signatures
+   touches neither the vault nor the audit chain; failures are counted per address and
+   written to the audit trail as one aggregate record per trigger and minute;
+4. validate required headers, query values and the content type;
+5. rate-limit per trigger and per source address (shared by all servers with Redis);
+6. de-duplicate on the event id, store the run (health guard and audit inside the same
+   transaction), and only then answer 202.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from bastion.audit.chain import Event
+from bastion.audit.log import AuditLog
+from bastion.db.tables import Trigger, WebhookDelivery, Workflow
+from bastion.db.types import utcnow
+from bastion.errors import (
+    BastionError,
+    InvalidInput,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+    UnsupportedMediaType,
+)
+from bastion.runs.records import Trigger as TriggerKind
+from bastion.stores.ratelimit import RateLimiter
+from bastion.triggers import signatures
+from bastion.triggers.errors import InvalidTrigger, SignatureInvalid
+from bastion.triggers.gate import Gate, Origin, RunRequest
+from bastion.triggers.store import Triggers, WebhookSettings, settings_of
+from bastion.vault.credentials import Vault
+from bastion.vault.policy import AccessContext
+from bastion.workflows.store import Workflows
+
+log = logging.getLogger("bastion.triggers")
+TRIGGER_TTL_SECONDS = 2.0  # an edit or a disable reaches every server within this
+SECRET_TTL_SECONDS = 10.0  # a rotation reaches every server within this
+AUTH_FAILURES = "30/minute"  # per source address, across triggers
+DEDUP_RETENTION = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class Intake:
+    """A trigger that may take this delivery, as far as can be told before its body."""
+
+    trigger: Trigger
+    workflow: Workflow
+    settings: WebhookSettings
+
+
+@dataclass(frozen=True)
+class Delivery:
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    headers: dict[str, str]  # lower-case names; values decoded as latin-1
+    body: bytes
+    source_ip: str
+    request_id: str = ""
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    addresses: set[str] = field(default_factory=set)
+
+
+class Webhooks:
+    def __init__(
+        self,
+        gate: Gate,
+        triggers: Triggers,
+        workflows: Workflows,
+        vault: Vault,
+        limiter: RateLimiter,
+        audit: AuditLog,
+    ) -> None:
+        self.gate = gate
+        self.triggers = triggers
+        self.vault = vault
+        self.limiter = limiter
+        self.audit = audit
+        self.workflows = workflows
+        self._triggers: dict[str, tuple[float, Intake | None]] = {}
+        self._keys: dict[str, tuple[float, list[bytes]]] = {}
+        self._failures: dict[str, _Failures] = {}
+
+    def forget(self, trigger_id: str) -> None:
+        """Drop what this process cached of a trigger (it was edited or deleted here)."""
+        self._triggers.pop(trigger_id, None)
+        self._keys.pop(trigger_id, None)
+
+    async def check_secret(self, workspace_id: int, settings: WebhookSettings) -> None:
+        """Fail closed at configuration time: an enabled webhook with a scheme must name
+        a credential of its workspace that has the secret's field."""
+        if settings.scheme == "none":
+            return
+        name = settings.secret_credential
+        if name is None:
+            raise InvalidTrigger(
+                f"scheme {settings.scheme} needs secret_credential (a vault credential "
+                "holding the secret) before the webhook can be enabled"
+            )
+        try:
+            credential_id = await self.vault.id_named(workspace_id, name)
+        except NotFound:
+            raise InvalidTrigger(f"no credential named {name!r} in this workspace") from None
+        fields = await self.vault.current_field_names(credential_id)
+        if settings.secret_field not in fields:
+            raise InvalidTrigger(f"credential {name!r} has no field {settings.secret_field!r}")
+
+    # -- before the body ----------------------------------------------------------------
+
+    async def open(self, trigger_id: str, method: str, source_ip: str) -> Intake:
+        intake = await self._intake(trigger_id)
+        if intake is None:
+            raise NotFound("no such webhook")
+        if method not in intake.settings.methods:
+            raise MethodNotAllowed(f"{method} is not accepted here", list(intake.settings.methods))
+        if not await self.limiter.test(AUTH_FAILURES, "hook-auth-failures", source_ip):
+            retry = await self.limiter.retry_after(AUTH_FAILURES, "hook-auth-failures", source_ip)
+            raise TooManyRequests("too many failed attempts from this address", retry)
+        return intake
+
+    async def _intake(self, trigger_id: str) -> Intake | None:
+        now = time.monotonic()
+        cached = self._triggers.get(trigger_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        intake = None
+        try:
+            trigger = await self.triggers.get(trigger_id)
+            if trigger.kind == "webhook" and trigger.enabled:
+                settings = settings_of(trigger)
+                assert isinstance(settings, WebhookSettings)
+                workflow = await self.workflows.get(trigger.workflow_id)
+                intake = Intake(trigger, workflow, settings)
+        except NotFound:
+            pass
+        if len(self._triggers) > 10_000:  # bounded: ids are the attacker's choice
+            self._triggers.clear()
+        self._triggers[trigger_id] = (now + TRIGGER_TTL_SECONDS, intake)
+        return intake
+
+    # -- with the body ------------------------------------------------------------------
+
+    async def accept(self, intake: Intake, delivery: Delivery) -> str:
+        """Authenticate, validate, rate-limit and store; the run id (the original run's
+        for a replayed event id)."""
+        trigger, settings = intake.trigger, intake.settings
+        try:
+            verified = signatures.verify(
+                settings.scheme,
+                await self._secret_keys(intake),
+                delivery.headers,
+                delivery.body,
+                now=time.time(),
+                tolerance=settings.tolerance_seconds,
+                secret_header=settings.secret_header,
+                event_id_header=settings.event_id_header,
+            )
+        except SignatureInvalid as exc:
+            await self.limiter.hit(AUTH_FAILURES, "hook-auth-failures", delivery.source_ip)
+            self._count_failure(trigger.id, delivery.source_ip, str(exc))
+            raise
+        _validate(settings, delivery)
+        for limit, keys in (
+            (settings.rate_limit, ("hook", trigger.id)),
+            (settings.ip_rate_limit, ("hook-ip", trigger.id, delivery.source_ip)),
+        ):
+            if not await self.limiter.hit(limit, *keys):
+                retry = await self.limiter.retry_after(limit, *keys)
+                raise TooManyRequests("rate limit exceeded for this webhook", retry)
+        origin = Origin(
+            TriggerKind.WEBHOOK,
+            f"webhook:{trigger.id}",
+            trigger.id,
+            delivery.source_ip,
+            delivery.request_id,
+        )
+        data = _stored_request(settings, delivery, verified.event_id)
+        try:
+            run = self.gate.build(intake.workflow, RunRequest(data, trigger.version), origin)
+        except InvalidInput:
+            raise PayloadTooLarge("the request is too large to store with its run") from None
+        event_id = verified.event_id
+
+        def store(session: Session) -> str:
+            if event_id is not None:
+                original = _claim_event(session, trigger.id, event_id, run.id)
+                if original is not None:
+                    return original  # a replay: the same answer, and nothing starts
+            self.gate.store(session, [run], origin)
+            return run.id
+
+        run_id = await self.gate.dispatcher.ledger.write(store)
+        if run_id == run.id:
+            await self.gate.dispatcher.submit([run])
+        return run_id
+
+    async def _secret_keys(self, intake: Intake) -> list[bytes]:
+        settings = intake.settings
+        if settings.scheme == "none" or settings.secret_credential is None:
+            return []
+        now = time.monotonic()
+        cached = self._keys.get(intake.trigger.id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        keys: list[bytes] = []
+        trigger = intake.trigger
+        context = AccessContext(
+            f"trigger:{trigger.id}", trigger.workspace_id, workflow_id=trigger.workflow_id
+        )
+        try:
+            credential_id = await self.vault.id_named(
+                trigger.workspace_id, settings.secret_credential
+            )
+            versions = await self.vault.resolve_recent(
+                context, credential_id, timedelta(seconds=settings.rotation_grace_seconds)
+            )
+            keys = [
+                signatures.key_bytes(settings.scheme, fields[settings.secret_field].reveal())
+                for fields in versions
+                if settings.secret_field in fields
+            ]
+        except BastionError as exc:
+            # Fail closed: no key, so every delivery is refused until it is fixed.
+            log.warning("webhook %s: its secret cannot be used: %s", trigger.id, exc)
+        self._keys[trigger.id] = (now + SECRET_TTL_SECONDS, keys)
+        return keys
+
+    # -- failed authentication, aggregated ----------------------------------------------
+
+    def _count_failure(self, trigger_id: str, source_ip: str, reason: str) -> None:
+        failures = self._failures.setdefault(trigger_id, _Failures())
+        failures.count += 1
+        failures.reasons[reason] += 1
+        if len(failures.addresses) < 20:
+            failures.addresses.add(source_ip)
+
+    async def report_failures(self) -> None:
+        """One audit record per trigger for the failures counted since the last report."""
+        pending, self._failures = self._failures, {}
+        for trigger_id, failures in pending.items():
+            log.warning(
+                "webhook %s: %d failed authentications from %d address(es)",
+                trigger_id,
+                failures.count,
+                len(failures.addresses),
+            )
+            await self.audit.record(
+                Event(
+                    action="webhook.auth_failed",
+                    actor="anonymous",
+                    target=trigger_id,
+                    outcome="denied",
+                    reason=f"{failures.count} failed authentication(s)",
+                    details={
+                        "count": failures.count,
+                        "reasons": dict(failures.reasons),
+                        "addresses": sorted(failures.addresses),
+                    },
+                )
+            )
+
+    async def prune(self) -> None:
+        """Event ids are kept long enough to outlive any sender's retries."""
+        cutoff = utcnow() - DEDUP_RETENTION
+        await self.gate.dispatcher.ledger.write(
+            lambda s: s.execute(delete(WebhookDelivery).where(WebhookDelivery.received_at < cutoff))
+        )
+
+
+def _validate(settings: WebhookSettings, delivery: Delivery) -> None:
+    for name, expected in settings.required_headers.items():
+        value = delivery.headers.get(name)
+        if value is None or (expected is not None and value != expected):
+            raise InvalidInput(f"header {name} is missing or has the wrong value")
+    query = dict(delivery.query)
+    for name, expected in settings.required_query.items():
+        value = query.get(name)
+        if value is None or (expected is not None and value != expected):
+            raise InvalidInput(f"query parameter {name[:100]!r} is missing or has the wrong value")
+    if settings.content_types:
+        media = delivery.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media not in settings.content_types:
+            raise UnsupportedMediaType(
+                f"content type must be one of {', '.join(settings.content_types)}"
+            )
+
+
+def _stored_request(
+    settings: WebhookSettings, delivery: Delivery, event_id: str | None
+) -> dict[str, Any]:
+    """What the run gets: the request without any header that carries a credential."""
+    scrubbed = settings.scrubbed()
+    data: dict[str, Any] = {
+        "method": delivery.method,
+        "path": delivery.path,
+        "query": [list(pair) for pair in delivery.query],
+        "headers": {k: v for k, v in delivery.headers.items() if k not in scrubbed},
+        "source_ip": delivery.source_ip,
+        "event_id": event_id,
+    }
+    try:
+        data["body"] = (
+            json.loads(delivery.body, parse_constant=_no_constants) if delivery.body else None
+        )
+    except (ValueError, RecursionError):
+        try:
+            data["body_text"] = delivery.body.decode("utf-8")
+        except UnicodeDecodeError:
+            data["body_base64"] = base64.b64encode(delivery.body).decode("ascii")
+    return data
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # NaN and Infinity: kept as text instead
+
+
+def _claim_event(session: Session, trigger_id: str, event_id: str, run_id: str) -> str | None:
+    """Record the event id; the run id stored with it before, if it was seen already."""
+    values = {
+        "trigger_id": trigger_id,
+        "event_id": event_id,
+        "run_id": run_id,
+        "received_at": utcnow(),
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    inserted = session.execute(
+        dialect.insert(WebhookDelivery)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["trigger_id", "event_id"])
+        .returning(WebhookDelivery.run_id)
+    ).first()
+    if inserted is not None:
+        return None
+    return session.scalar(
+        select(WebhookDelivery.run_id).where(
+            WebhookDelivery.trigger_id == trigger_id, WebhookDelivery.event_id == event_id
+        )
+    )
