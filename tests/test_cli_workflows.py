@@ -286,7 +286,7 @@ def test_unknown_workspace_workflow_run_and_status_each_fail_in_one_line(cli: Cl
     refused(cli("runs", "show", "0" * 32), f"no run '{'0' * 32}'")
     refused(
         cli("runs", "list", "--workspace", "ops", "--status", "done"),
-        "unknown status 'done' (valid: queued, running, succeeded, failed, cancelled, blocked)",
+        "unknown status 'done' (valid: scheduled, queued, running, succeeded, failed, cancelled, blocked)",
     )
     refused(
         cli("runs", "list", "--workspace", "ops", "--before", "yesterday"),
@@ -323,3 +323,22 @@ def test_run_input_must_be_json_within_the_cap_and_nothing_is_queued_otherwise(
         "run input exceeds 1024 bytes",
     )
     assert cli.runs()["runs"] == []
+
+
+def test_run_targets_a_version_of_this_workflow_and_records_the_reason(cli: Cli) -> None:
+    cli.import_(json.dumps(THREE), "--name", "three")
+    cli.import_(json.dumps(FAILING), "--name", "three")  # version 2
+    queued = cli(
+        "workflows", "run", "three", "--workspace", "ops", "--version", "1",
+        "--reason", "backfill after the outage", "--no-wait",
+    )  # fmt: skip
+    shown = json.loads(ok(cli("runs", "show", ok(queued).strip(), "--json")))
+    assert (shown["version"], shown["reason"], shown["actor"]) == (
+        1,
+        "backfill after the outage",
+        "cli",
+    )
+    missing = cli("workflows", "run", "three", "--workspace", "ops", "--version", "3")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error: ") and "version 3" in missing.stderr
+    assert len(cli.runs()["runs"]) == 1

@@ -91,14 +91,6 @@ class Gate:
         self._health[key] = (now + HEALTH_TTL_SECONDS, unhealthy)
         return unhealthy
 
-    async def guard(self, workflow: Workflow, version: int) -> None:
-        """Refuse (DispatchBlocked) when a credential `version` uses is unhealthy."""
-        unhealthy = await self.dispatcher.ledger.db.write_in_thread(
-            lambda s: self.unhealthy_blocking(s, workflow.workspace_id, workflow.id, version)
-        )
-        if unhealthy:
-            raise DispatchBlocked(unhealthy)
-
     def _credential_names(self, session: Session, workflow_id: str, version: int) -> frozenset[str]:
         key = (workflow_id, version)
         names = self._names.get(key)

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bastion.audit.chain import Event
@@ -126,7 +127,7 @@ class Scheduler:
                 select(Workflow).where(Workflow.id.in_({t.workflow_id for t in due}))
             )
         }
-        started: list[Run] = []
+        planned: list[tuple[Run, Origin]] = []
         occurrences: list[dict[str, Any]] = []
         for trigger in due:
             settings = settings_of(trigger)
@@ -148,14 +149,12 @@ class Scheduler:
                     skip += [(d, reason) for d in fire]
                     fire = []
             for due_at in fire:
-                run = self._start(
-                    session, trigger, workflows[trigger.workflow_id], settings, due_at
-                )
-                if isinstance(run, str):
-                    skip.append((due_at, run))
+                built = self._build(trigger, workflows[trigger.workflow_id], settings, due_at)
+                if isinstance(built, str):
+                    skip.append((due_at, built))
                     continue
-                started.append(run)
-                occurrences.append(_occurrence(trigger.id, due_at, now, "fired", "", run.id))
+                planned.append(built)
+                occurrences.append(_occurrence(trigger.id, due_at, now, "fired", "", built[0].id))
             occurrences += [_occurrence(trigger.id, d, now, "skipped", r, None) for d, r in skip]
             trigger.next_due_at = plan.next_due
             trigger.next_fire_at = (
@@ -163,31 +162,28 @@ class Scheduler:
                 if plan.next_due is None
                 else plan.next_due + cron.jitter(trigger.id, plan.next_due, settings.jitter_seconds)
             )
-        if occurrences:
-            session.execute(insert(CronOccurrence), occurrences)
-        session.flush()
+        recorded = _record(session, occurrences)
+        started = []
+        for run, origin in planned:
+            if run.id in recorded:  # else that occurrence was handled before: never twice
+                self.gate.store(session, [run], origin, checked=True)
+                started.append(run)
         if skipped := sum(1 for o in occurrences if o["status"] == "skipped"):
             log.info(
                 "scheduler: %d run(s) started, %d occurrence(s) skipped", len(started), skipped
             )
         return started
 
-    def _start(
-        self,
-        session: Session,
-        trigger: Trigger,
-        workflow: Workflow,
-        settings: CronSettings,
-        due_at: datetime,
-    ) -> Run | str:
+    def _build(
+        self, trigger: Trigger, workflow: Workflow, settings: CronSettings, due_at: datetime
+    ) -> tuple[Run, Origin] | str:
+        """The run of one occurrence, or why it cannot start."""
         origin = Origin(TriggerKind.CRON, f"cron:{trigger.id}", trigger.id)
         data = {"schedule": trigger.name, "due_at": due_at.isoformat(), "data": settings.input}
         try:
-            run = self.gate.build(workflow, RunRequest(data, trigger.version), origin)
+            return self.gate.build(workflow, RunRequest(data, trigger.version), origin), origin
         except InvalidInput as exc:
             return f"not started: {exc}"
-        self.gate.store(session, [run], origin, checked=True)
-        return run
 
     def _alert(self, session: Session, trigger: Trigger, reason: str, due: list[datetime]) -> None:
         log.warning("schedule %s (%s) skipped: %s", trigger.id, trigger.name, reason)
@@ -253,6 +249,24 @@ def _plan(trigger: Trigger, settings: CronSettings, now: datetime) -> _Plan:
         )
     next_due = min(waiting) if waiting else cron.next_due(schedule, now)
     return _Plan(sorted(fire), skip, next_due)
+
+
+def _record(session: Session, occurrences: list[dict[str, Any]]) -> set[str | None]:
+    """Store the occurrences not stored before; the run ids of the fired ones stored now.
+
+    The unique (schedule, due time) is the last guard of exactly-once: an occurrence
+    some server already recorded is neither recorded again nor started again.
+    """
+    if not occurrences:
+        return set()
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    inserted = session.execute(
+        dialect.insert(CronOccurrence)
+        .on_conflict_do_nothing(index_elements=["trigger_id", "due_at"])
+        .returning(CronOccurrence.run_id),
+        occurrences,
+    )
+    return {run_id for (run_id,) in inserted}
 
 
 def _overlap(policy: str, active: dict[str, int]) -> str | None:
