@@ -286,7 +286,8 @@ def test_unknown_workspace_workflow_run_and_status_each_fail_in_one_line(cli: Cl
     refused(cli("runs", "show", "0" * 32), f"no run '{'0' * 32}'")
     refused(
         cli("runs", "list", "--workspace", "ops", "--status", "done"),
-        "unknown status 'done' (valid: scheduled, queued, running, succeeded, failed, cancelled, blocked)",
+        "unknown status 'done' "
+        "(valid: scheduled, queued, running, succeeded, failed, cancelled, blocked)",
     )
     refused(
         cli("runs", "list", "--workspace", "ops", "--before", "yesterday"),
