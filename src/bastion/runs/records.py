@@ -59,9 +59,10 @@ def to_json(value: Any, *, limit: int, what: str) -> str:
     """Compact JSON of `value`, refused when larger than `limit` bytes."""
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        size = len(text.encode())  # an unpaired surrogate ("\ud800") has no UTF-8 form
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{what} is not JSON: {exc}") from None
-    if len(text.encode()) > limit:
+    if size > limit:
         raise InvalidInput(f"{what} exceeds {limit} bytes")
     return text
 

@@ -128,19 +128,19 @@ class Gate:
         )
 
     def store(
-        self, session: Session, runs: Sequence[Run], origin: Origin, *, checked: bool = False
+        self, session: Session, runs: Sequence[tuple[Run, Origin]], *, checked: bool = False
     ) -> None:
         """Inside a ledger write: the runs, refused when a credential they use is
         unhealthy (unless the caller `checked` already), and their audit records."""
-        for run in [] if checked else runs:
+        for run, _ in [] if checked else runs:
             unhealthy = self.unhealthy_blocking(
                 session, run.workspace_id, run.workflow_id, run.version
             )
             if unhealthy:
                 raise DispatchBlocked(unhealthy)
-        for run in runs:
+        for run, _ in runs:
             records.accept(session, run)
-        self.audit.append_many_blocking(session, [_started(run, origin) for run in runs])
+        self.audit.append_many_blocking(session, [_started(run, origin) for run, origin in runs])
 
     async def start(
         self,
@@ -155,7 +155,7 @@ class Gate:
         runs = [self.build(workflow, request, origin) for request in requests]
 
         def accept(session: Session) -> None:
-            self.store(session, runs, origin)
+            self.store(session, [(run, origin) for run in runs])
             if also is not None:
                 also(session, runs)
 

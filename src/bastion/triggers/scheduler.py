@@ -163,11 +163,10 @@ class Scheduler:
                 else plan.next_due + cron.jitter(trigger.id, plan.next_due, settings.jitter_seconds)
             )
         recorded = _record(session, occurrences)
-        started = []
-        for run, origin in planned:
-            if run.id in recorded:  # else that occurrence was handled before: never twice
-                self.gate.store(session, [run], origin, checked=True)
-                started.append(run)
+        # An occurrence recorded before (by another server) is never started twice.
+        planned = [(run, origin) for run, origin in planned if run.id in recorded]
+        self.gate.store(session, planned, checked=True)
+        started = [run for run, _ in planned]
         if skipped := sum(1 for o in occurrences if o["status"] == "skipped"):
             log.info(
                 "scheduler: %d run(s) started, %d occurrence(s) skipped", len(started), skipped

@@ -7,7 +7,7 @@ echoed them from its API.
 
 from __future__ import annotations
 
-import json
+import functools
 import re
 import secrets
 from collections.abc import Sequence
@@ -49,7 +49,7 @@ def _header(value: str) -> str:
 
 
 class WebhookSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     scheme: Literal[
         "none", "shared_secret", "hmac_sha256", "standard_webhooks", "stripe", "slack"
@@ -104,7 +104,7 @@ class WebhookSettings(BaseModel):
 
 
 class CronSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     expression: str = Field(min_length=1, max_length=200)
     timezone: str = "UTC"
@@ -140,8 +140,16 @@ def parse_settings(kind: str, raw: dict[str, Any]) -> WebhookSettings | CronSett
     return settings
 
 
+@functools.lru_cache(maxsize=4096)
+def _stored(kind: str, text: str) -> WebhookSettings | CronSettings:
+    model = WebhookSettings if kind == "webhook" else CronSettings
+    return model.model_validate_json(text)
+
+
 def settings_of(trigger: Trigger) -> WebhookSettings | CronSettings:
-    return parse_settings(trigger.kind, json.loads(trigger.settings))
+    """A stored trigger's settings: checked when they were saved, so only parsed here
+    (and once per distinct text: the scheduler reads every due schedule's each pass)."""
+    return _stored(trigger.kind, trigger.settings)
 
 
 def first_fire(

@@ -17,14 +17,15 @@ an audit write before authentication and never counted failures:
 from __future__ import annotations
 
 import base64
+import collections
 import json
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -53,6 +54,9 @@ from bastion.vault.policy import AccessContext
 from bastion.workflows.store import Workflows
 
 log = logging.getLogger("bastion.triggers")
+REFUSED = Counter(
+    "bastion_webhook_auth_failures", "Webhook deliveries refused by authentication", ["trigger"]
+)
 TRIGGER_TTL_SECONDS = 2.0  # an edit or a disable reaches every server within this
 SECRET_TTL_SECONDS = 10.0  # a rotation reaches every server within this
 AUTH_FAILURES = "30/minute"  # per source address, across triggers
@@ -82,7 +86,7 @@ class Delivery:
 @dataclass
 class _Failures:
     count: int = 0
-    reasons: Counter[str] = field(default_factory=Counter)
+    reasons: collections.Counter[str] = field(default_factory=collections.Counter)
     addresses: set[str] = field(default_factory=set)
 
 
@@ -144,6 +148,9 @@ class Webhooks:
         return intake
 
     async def _intake(self, trigger_id: str) -> Intake | None:
+        # Cut as Triggers.get cuts it: a cached miss then costs at most 64 characters,
+        # however long the path an attacker sends.
+        trigger_id = trigger_id[:64]
         now = time.monotonic()
         cached = self._triggers.get(trigger_id)
         if cached is not None and cached[0] > now:
@@ -185,9 +192,11 @@ class Webhooks:
             self._count_failure(trigger.id, delivery.source_ip, str(exc))
             raise
         _validate(settings, delivery)
+        # The sender's own limit first: a delivery it refuses must not spend the budget
+        # all senders share, or one noisy sender would lock the others out.
         for limit, keys in (
-            (settings.rate_limit, ("hook", trigger.id)),
             (settings.ip_rate_limit, ("hook-ip", trigger.id, delivery.source_ip)),
+            (settings.rate_limit, ("hook", trigger.id)),
         ):
             if not await self.limiter.hit(limit, *keys):
                 retry = await self.limiter.retry_after(limit, *keys)
@@ -211,7 +220,7 @@ class Webhooks:
                 original = _claim_event(session, trigger.id, event_id, run.id)
                 if original is not None:
                     return original  # a replay: the same answer, and nothing starts
-            self.gate.store(session, [run], origin)
+            self.gate.store(session, [(run, origin)])
             return run.id
 
         run_id = await self.gate.dispatcher.ledger.write(store)
@@ -253,6 +262,7 @@ class Webhooks:
     # -- failed authentication, aggregated ----------------------------------------------
 
     def _count_failure(self, trigger_id: str, source_ip: str, reason: str) -> None:
+        REFUSED.labels(trigger_id).inc()
         failures = self._failures.setdefault(trigger_id, _Failures())
         failures.count += 1
         failures.reasons[reason] += 1
@@ -324,9 +334,12 @@ def _stored_request(
         "event_id": event_id,
     }
     try:
-        data["body"] = (
-            json.loads(delivery.body, parse_constant=_no_constants) if delivery.body else None
-        )
+        body = json.loads(delivery.body, parse_constant=_no_constants) if delivery.body else None
+        if not delivery.body.isascii() or b"\\u" in delivery.body:
+            # JSON can carry an unpaired surrogate (\ud800 escaped, or as raw bytes), which no
+            # UTF-8 store can hold: UnicodeEncodeError (a ValueError) keeps the body as text.
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        data["body"] = body
     except (ValueError, RecursionError):
         try:
             data["body_text"] = delivery.body.decode("utf-8")

@@ -14,7 +14,10 @@ MAX_FIELDS = 20
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it passes `limit` (Content-Length or not)."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    # isascii: "²".isdigit() is true, and int() of it fails.
+    if declared is not None and (
+        not (declared.isascii() and declared.isdigit()) or int(declared) > limit
+    ):
         raise HTTPException(413, f"request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0

@@ -27,7 +27,7 @@ async def create(http: httpx.AsyncClient, graph: Any = GRAPH, name: str = "demo"
 async def finished(http: httpx.AsyncClient, run_id: str) -> dict[str, Any]:
     async with asyncio.timeout(20):
         while True:
-            run = (await http.get(f"/api/v1/runs/{run_id}")).json()
+            run: dict[str, Any] = (await http.get(f"/api/v1/runs/{run_id}")).json()
             if run["status"] not in ("queued", "running"):
                 return run
             await asyncio.sleep(0.05)
@@ -184,4 +184,16 @@ async def test_an_oversized_or_non_json_input_is_a_clean_4xx(team: Team) -> None
         url, content=b"{not json", headers={"content-type": "application/json"}
     )
     assert garbage.status_code == 422
+    assert (await team.olive.get("/api/v1/runs?workspace_id=1")).json()["runs"] == []
+
+
+async def test_an_input_with_no_utf8_form_is_a_400_not_a_500(team: Team) -> None:
+    workflow = (await create(team.olive)).json()
+    answer = await team.olive.post(
+        f"/api/v1/workflows/{workflow['id']}/runs",
+        content=b'{"input": {"a": "\\ud800"}}',
+        headers={"content-type": "application/json"},
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["message"].startswith("run input is not JSON")
     assert (await team.olive.get("/api/v1/runs?workspace_id=1")).json()["runs"] == []
