@@ -234,18 +234,22 @@ MAX_RETRY_CHAIN = 100  # a retry policy allows at most 100 attempts
 
 
 def _cancel_pending_retries(session: Session, run_id: str) -> int:
-    """Walk the retries that descend from `run_id` (each links to the run it retries)."""
+    """Walk the retries that descend from `run_id` (each links to the run it retries):
+    those not started yet are cancelled (how many), a running one is asked to stop, so
+    that its failure, if it still fails, plans no further retry."""
     parents, cancelled = [run_id], 0
+    waiting = (Status.SCHEDULED, Status.QUEUED)
     for _ in range(MAX_RETRY_CHAIN):
         children = session.execute(
             select(Run.id, Run.status).where(Run.parent_run_id.in_(parents))
         ).all()
         if not children:
             break
-        cancelled += sum(1 for c in children if c.status == Status.SCHEDULED)
+        ids = [c.id for c in children]
+        cancelled += sum(1 for c in children if c.status in waiting)
         session.execute(
             update(Run)
-            .where(Run.id.in_([c.id for c in children]), Run.status == Status.SCHEDULED)
+            .where(Run.id.in_(ids), Run.status.in_(waiting))
             .values(
                 status=Status.CANCELLED,
                 finished_at=utcnow(),
@@ -253,7 +257,13 @@ def _cancel_pending_retries(session: Session, run_id: str) -> int:
             )
             .execution_options(synchronize_session=False)
         )
-        parents = [c.id for c in children]
+        session.execute(
+            update(Run)
+            .where(Run.id.in_(ids), Run.status == Status.RUNNING)
+            .values(cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        )
+        parents = ids
     return cancelled
 
 

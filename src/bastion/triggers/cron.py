@@ -77,24 +77,35 @@ def due_between(
 
 def newest(schedule: Schedule, *, after: datetime, until: datetime, limit: int) -> list[datetime]:
     """Occurrences in (after, until], in UTC, newest first, at most `limit`: a catch-up
-    after downtime looks back from now instead of walking the whole gap. (Exact DST
-    handling matters for the forward walk of next_due; here a run is chosen to catch up.)"""
+    after downtime looks back from now instead of walking the whole gap.
+
+    cronsim's reverse walk only finds how far back to look; the occurrences are then read
+    off the forward walk of next_due, the one exact across DST changes. (Begun inside a
+    repeated hour, the reverse walk of a fixed-time expression, which steps through wall
+    time, passes over that hour's first-pass run although it already happened.)"""
     _require_aware(after, "after")
     _require_aware(until, "until")
+    if schedule.end is not None and schedule.end < until:
+        until = schedule.end  # nothing is due after the end: do not walk back through it
+    if limit <= 0 or until <= after:
+        return []
     # cronsim answers strictly before its instant, truncated to the second.
     begin = (until + timedelta(seconds=1)).astimezone(_zone(schedule.timezone))
     steps = CronSim(schedule.expression, begin, reverse=True)
-    found: list[datetime] = []
-    while len(found) < limit:
+    since, seen = after, 0
+    while seen < limit:
         try:
             due = next(steps).astimezone(UTC)
         except (StopIteration, OverflowError):
             break
         if due <= after or (schedule.start is not None and due < schedule.start):
             break
-        if due <= until and (schedule.end is None or due <= schedule.end):
-            found.append(due)
-    return found
+        if due <= until:
+            seen += 1
+            if seen == limit:
+                since = due - timedelta(microseconds=1)
+    found = list(takewhile(lambda due: due <= until, _occurrences(schedule, since)))
+    return found[::-1][:limit]
 
 
 def jitter(key: str, due: datetime, seconds: int) -> timedelta:

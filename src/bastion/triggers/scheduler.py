@@ -165,7 +165,8 @@ class Scheduler:
         recorded = _record(session, occurrences)
         # An occurrence recorded before (by another server) is never started twice.
         planned = [(run, origin) for run, origin in planned if run.id in recorded]
-        self.gate.store(session, planned, checked=True)
+        if planned:  # nothing to store: no audit insert without rows
+            self.gate.store(session, planned, checked=True)
         started = [run for run, _ in planned]
         if skipped := sum(1 for o in occurrences if o["status"] == "skipped"):
             log.info(
@@ -220,7 +221,9 @@ def _plan(trigger: Trigger, settings: CronSettings, now: datetime) -> _Plan:
     window = GRACE
     if settings.catch_up == "run_all":
         window = max(GRACE, timedelta(seconds=settings.catch_up_window_seconds))
-    horizon = max(first - _EPSILON, now - window)
+    # Back by the jitter too: an occurrence whose delayed fire time has not come is
+    # waiting, not missed, and must be seen to be left for its time.
+    horizon = max(first - _EPSILON, now - window - timedelta(seconds=schedule.jitter_seconds))
     if settings.catch_up == "run_once":
         horizon = first - _EPSILON
     recent = cron.newest(schedule, after=horizon, until=now, limit=MAX_CATCH_UP)  # newest first
@@ -230,7 +233,12 @@ def _plan(trigger: Trigger, settings: CronSettings, now: datetime) -> _Plan:
     missed = [d for d in reached if now - fires_at(d) > GRACE]
     fire, skip = list(on_time), []
     if settings.catch_up == "run_all":
-        fire += missed
+        fire += [d for d in missed if now - fires_at(d) <= window]
+        skip += [
+            (d, "missed: outside the catch-up window (run_all)")
+            for d in missed
+            if now - fires_at(d) > window
+        ]
     elif settings.catch_up == "run_once" and missed:
         fire.append(missed[0])
         skip += [(d, "missed; coalesced into one catch-up run (run_once)") for d in missed[1:]]
