@@ -69,9 +69,9 @@ def serving(deployment: Deployment, port: int) -> Iterator[subprocess.Popen[byte
             stop_process(proc)
 
 
-@pytest.fixture
-def deployment(tmp_path: Path) -> Deployment:
-    env, _ = bastion_env(tmp_path, BASTION_RUN_LEASE_SECONDS="2")
+def prepared(tmp_path: Path, **extra: str) -> Deployment:
+    """`bastion init`, then workspace 1 ("ops") with the admin as owner and their token."""
+    env, _ = bastion_env(tmp_path, **extra)
 
     async def prepare() -> str:
         db = Database(load_settings(env).settings.effective_database_url)
@@ -83,7 +83,7 @@ def deployment(tmp_path: Path) -> Deployment:
                 token, _ = await create_token(
                     session,
                     admin,
-                    name="durability",
+                    name="e2e",
                     workspace_id=ops.id,
                     role=Role.OWNER,
                     lifetime=timedelta(days=1),
@@ -93,6 +93,11 @@ def deployment(tmp_path: Path) -> Deployment:
             await db.dispose()
 
     return Deployment(env, asyncio.run(prepare()), tmp_path)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Deployment:
+    return prepared(tmp_path, BASTION_RUN_LEASE_SECONDS="2")
 
 
 def api(port: int, token: str) -> httpx.Client:

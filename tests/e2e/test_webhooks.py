@@ -18,21 +18,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from bastion.accounts.rbac import Role
-from bastion.accounts.tokens import create_token
-from bastion.accounts.users import get_user
-from bastion.accounts.workspaces import create_workspace, grant
-from bastion.config import load_settings
-from bastion.db import Database
-from tests.e2e.conftest import bastion_env
-from tests.e2e.test_durable_runs import Deployment, api, kill, serving
+from tests.e2e.test_durable_runs import Deployment, api, kill, prepared, serving
 from tests.services import free_port
 
 pytestmark = pytest.mark.services
@@ -40,32 +32,6 @@ pytestmark = pytest.mark.services
 SECRET = "e2e webhook secret, not a real one"
 # One node: the run only has to prove it was stored and executed.
 ECHO = {"nodes": [{"id": "echo", "type": "set", "params": {"values": {"n": "{{ input.body.n }}"}}}]}
-
-
-def _prepare(tmp_path: Path, **extra: str) -> Deployment:
-    """`bastion init`, then workspace 1 ("ops") with the admin as owner and their token."""
-    env, _ = bastion_env(tmp_path, **extra)
-
-    async def token() -> str:
-        db = Database(load_settings(env).settings.effective_database_url)
-        try:
-            async with db.transaction() as session:
-                admin = await get_user(session, "admin")
-                ops = await create_workspace(session, "ops")
-                await grant(session, admin.id, ops.id, Role.OWNER)
-                value, _ = await create_token(
-                    session,
-                    admin,
-                    name="webhooks",
-                    workspace_id=ops.id,
-                    role=Role.OWNER,
-                    lifetime=timedelta(days=1),
-                )
-                return value
-        finally:
-            await db.dispose()
-
-    return Deployment(env, asyncio.run(token()), tmp_path)
 
 
 def _webhook(http: httpx.Client, workflow_id: str, **limits: str) -> str:
@@ -107,7 +73,7 @@ def _signed(n: int) -> tuple[bytes, dict[str, str]]:
 
 @pytest.fixture
 def pair(tmp_path: Path, redis_url: str) -> Iterator[tuple[Deployment, int, int]]:
-    deployment = _prepare(tmp_path, BASTION_REDIS_URL=redis_url)
+    deployment = prepared(tmp_path, BASTION_REDIS_URL=redis_url)
     a, b = free_port(), free_port()
     with serving(deployment, a), serving(deployment, b):
         yield deployment, a, b
@@ -222,7 +188,7 @@ def test_every_delivery_answered_202_before_a_sigkill_runs_after_the_restart(
     tmp_path: Path,
 ) -> None:
     # A lapsed lease is noticed soon: runs the kill caught mid-way resume within seconds.
-    deployment = _prepare(tmp_path, BASTION_RUN_LEASE_SECONDS="2")
+    deployment = prepared(tmp_path, BASTION_RUN_LEASE_SECONDS="2")
     workflow = asyncio.run(deployment.workflow("echo", ECHO))
     port = free_port()
     with serving(deployment, port) as proc:

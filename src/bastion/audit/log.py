@@ -56,6 +56,8 @@ class AuditLog:
         return (await self.append_many(session, [event]))[-1]
 
     async def append_many(self, session: AsyncSession, events: Sequence[Event]) -> list[int]:
+        if not events:  # an empty INSERT would be one row of defaults
+            return []
         if self.db.dialect == "postgresql":
             await session.execute(_PG_LOCK, {"k": _PG_CHAIN_LOCK})
         rows = self._chain((await session.execute(_HEAD)).first(), events)
@@ -68,6 +70,8 @@ class AuditLog:
         return self.append_many_blocking(session, [event])[-1]
 
     def append_many_blocking(self, session: Session, events: Sequence[Event]) -> list[int]:
+        if not events:
+            return []
         if self.db.dialect == "postgresql":
             session.execute(_PG_LOCK, {"k": _PG_CHAIN_LOCK})
         rows = self._chain(session.execute(_HEAD).first(), events)

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy
 from sqlalchemy import event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -84,6 +85,13 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def insert_new(session: Session, entity: Any, *keys: str) -> Any:
+    """INSERT … ON CONFLICT (keys) DO NOTHING, in the session's dialect (SQLite and
+    PostgreSQL spell it alike): with RETURNING, only the rows actually inserted come back."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(entity).on_conflict_do_nothing(index_elements=list(keys))
 
 
 class Database:

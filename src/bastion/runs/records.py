@@ -268,21 +268,26 @@ def _cancel_pending_retries(session: Session, run_id: str) -> int:
 
 
 def queue_due(session: Session, now: datetime, limit: int = 500) -> list[tuple[str, int]]:
-    """Scheduled retries whose time has come, queued; (run id, workspace id) of each."""
-    due = session.execute(
-        select(Run.id, Run.workspace_id)
+    """Scheduled retries whose time has come, queued; (run id, workspace id) of each.
+
+    Only the rows this UPDATE changed are returned: a retry another server queued first
+    is neither submitted again nor counted here.
+    """
+    due = (
+        select(Run.id)
         .where(Run.status == Status.SCHEDULED, Run.not_before <= now)
         .order_by(Run.not_before)
         .limit(limit)
+        .scalar_subquery()
+    )
+    queued = session.execute(
+        update(Run)
+        .where(Run.id.in_(due), Run.status == Status.SCHEDULED)
+        .values(status=Status.QUEUED, queued_at=now)
+        .returning(Run.id, Run.workspace_id)
+        .execution_options(synchronize_session=False)
     ).all()
-    if due:
-        session.execute(
-            update(Run)
-            .where(Run.id.in_([run_id for run_id, _ in due]), Run.status == Status.SCHEDULED)
-            .values(status=Status.QUEUED, queued_at=now)
-            .execution_options(synchronize_session=False)
-        )
-    return [(run_id, workspace_id) for run_id, workspace_id in due]
+    return [(run_id, workspace_id) for run_id, workspace_id in queued]
 
 
 async def orphans(

@@ -27,10 +27,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bastion.audit.chain import Event
+from bastion.db.database import insert_new
 from bastion.db.tables import CronOccurrence, Run, Trigger, Workflow
 from bastion.db.types import utcnow
 from bastion.errors import InvalidInput
@@ -165,8 +165,7 @@ class Scheduler:
         recorded = _record(session, occurrences)
         # An occurrence recorded before (by another server) is never started twice.
         planned = [(run, origin) for run, origin in planned if run.id in recorded]
-        if planned:  # nothing to store: no audit insert without rows
-            self.gate.store(session, planned, checked=True)
+        self.gate.store(session, planned, checked=True)
         started = [run for run, _ in planned]
         if skipped := sum(1 for o in occurrences if o["status"] == "skipped"):
             log.info(
@@ -266,11 +265,10 @@ def _record(session: Session, occurrences: list[dict[str, Any]]) -> set[str | No
     """
     if not occurrences:
         return set()
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     inserted = session.execute(
-        dialect.insert(CronOccurrence)
-        .on_conflict_do_nothing(index_elements=["trigger_id", "due_at"])
-        .returning(CronOccurrence.run_id),
+        insert_new(session, CronOccurrence, "trigger_id", "due_at").returning(
+            CronOccurrence.run_id
+        ),
         occurrences,
     )
     return {run_id for (run_id,) in inserted}

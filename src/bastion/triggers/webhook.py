@@ -27,11 +27,11 @@ from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bastion.audit.chain import Event
 from bastion.audit.log import AuditLog
+from bastion.db.database import insert_new
 from bastion.db.tables import Trigger, WebhookDelivery, Workflow
 from bastion.db.types import utcnow
 from bastion.errors import (
@@ -360,11 +360,9 @@ def _claim_event(session: Session, trigger_id: str, event_id: str, run_id: str) 
         "run_id": run_id,
         "received_at": utcnow(),
     }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     inserted = session.execute(
-        dialect.insert(WebhookDelivery)
+        insert_new(session, WebhookDelivery, "trigger_id", "event_id")
         .values(values)
-        .on_conflict_do_nothing(index_elements=["trigger_id", "event_id"])
         .returning(WebhookDelivery.run_id)
     ).first()
     if inserted is not None:
