@@ -13,6 +13,7 @@ from bastion.crypto.keyring import Keyring
 from bastion.db import Database
 from bastion.db import migrate as migrations
 from bastion.logs import configure_logging
+from tests.docker_engine import DockerEngine, run_docker_engine
 from tests.services import PostgresServer, RedisServer, run_postgres, run_redis
 
 _database_names = itertools.count()
@@ -29,6 +30,13 @@ def redis_url(redis_server: RedisServer) -> str:
     """A real, empty Redis."""
     redis_server.flush()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    """A private, real Docker engine with the busybox test image (`DockerEngine.image`)."""
+    with run_docker_engine() as engine:
+        yield engine
 
 
 @pytest.fixture(scope="session")
