@@ -13,6 +13,7 @@ import typer
 
 from bastion.accounts.users import bootstrap_admin
 from bastion.cli_audit import app as audit_app
+from bastion.cli_docker_proxy import docker_proxy
 from bastion.cli_runs import runs_app
 from bastion.cli_setup import prepare, settings_or_exit
 from bastion.cli_tokens import tokens_app, workspaces_app
@@ -105,6 +106,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(workflows_app, name="workflows")
 app.add_typer(runs_app, name="runs")
 app.command("worker")(worker)
+app.command("docker-proxy")(docker_proxy)
 
 
 @app.command()
