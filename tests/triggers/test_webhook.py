@@ -3,6 +3,7 @@ de-duplication, aggregated failure reports, pruning, and what a run gets of a re
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -13,17 +14,20 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from bastion.audit.log import AuditLog
+from bastion.audit.verify import verify
 from bastion.crypto.keyring import Keyring
 from bastion.db import Database
-from bastion.db.tables import Run, Trigger, WebhookDelivery, Workflow, Workspace
+from bastion.db.tables import AuditEvent, Run, Trigger, WebhookDelivery, Workflow, Workspace
 from bastion.db.types import utcnow
 from bastion.errors import NotFound
 from bastion.execution.dispatcher import Dispatcher
 from bastion.runs.ledger import Ledger
 from bastion.stores import open_stores
-from bastion.triggers import signatures
+from bastion.triggers import deliveries, signatures
+from bastion.triggers.deliveries import store_deliveries
 from bastion.triggers.errors import SignatureInvalid
 from bastion.triggers.gate import Gate
 from bastion.triggers.store import ALWAYS_SCRUBBED, Triggers, WebhookSettings
@@ -255,3 +259,77 @@ def test_a_body_is_stored_as_json_else_as_text_else_as_base64(
     request = Delivery("POST", "/hooks/t", [], {}, body, "203.0.113.5")
     kept = _stored_request(settings, request, None)
     assert {k: v for k, v in kept.items() if k.startswith("body")} == stored
+
+
+async def test_concurrent_deliveries_commit_together_and_a_replay_in_the_same_batch_starts_nothing(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trigger = await rig.hook(
+        scheme="hmac_sha256",
+        secret_credential="hook-secret",
+        rate_limit="1000/minute",
+        ip_rate_limit="1000/minute",
+    )
+    warm = await send(rig, trigger, b"{}", github(b"{}", "warm-up"))  # the secret is cached now
+    batches = count_batches(monkeypatch)
+    bodies = [json.dumps({"n": n}).encode() for n in range(20)]
+    sends = [send(rig, trigger, body, github(body, f"evt-{n}")) for n, body in enumerate(bodies)]
+    # The same event id twice more, arriving with the others (a sender retrying at once).
+    sends += [send(rig, trigger, bodies[3], github(bodies[3], "evt-3")) for _ in range(2)]
+    run_ids = await asyncio.gather(*sends)
+    assert batches == [22]
+    assert len(set(run_ids)) == 20
+    assert run_ids[20] == run_ids[21] == run_ids[3]
+    assert await rig.count(Run) == 21
+    assert await rig.count(WebhookDelivery) == 21
+    assert sorted(rig.executor.submitted) == sorted({warm, *run_ids})
+    async with rig.db.session() as session:
+        started = await session.scalar(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "run.start")
+        )
+    assert started == 21
+    assert (await verify(rig.db, rig.audit.keyring)).ok
+
+
+def count_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every batch of deliveries written, in order."""
+    batches: list[int] = []
+
+    def counted(gate: Gate, session: Any, accepted: Any) -> list[str]:
+        batches.append(len(accepted))
+        return store_deliveries(gate, session, accepted)
+
+    monkeypatch.setattr(deliveries, "store_deliveries", counted)
+    return batches
+
+
+async def test_a_delivery_that_cannot_be_stored_fails_alone_and_its_batch_still_commits(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trigger = await rig.hook(scheme="hmac_sha256", secret_credential="hook-secret")
+    good = [json.dumps({"n": n}).encode() for n in range(5)]
+    # Run ids are unique: a colliding one makes its insert (and so its first batch) fail.
+    taken = await send(rig, trigger, good[0], github(good[0], "first"))
+    intake = await rig.webhooks.open(trigger.id, "POST", "203.0.113.5")
+    real_build = rig.webhooks.gate.build
+
+    def colliding(*args: Any, **kwargs: Any) -> Run:
+        run = real_build(*args, **kwargs)
+        if run.input and json.loads(run.input)["body"] == {"n": 4}:
+            run.id = taken
+        return run
+
+    rig.webhooks.gate.build = colliding  # type: ignore[method-assign]
+    batches = count_batches(monkeypatch)
+    results = await asyncio.gather(
+        *[
+            rig.webhooks.accept(intake, delivery(trigger, body, github(body, f"evt-{n}")))
+            for n, body in enumerate(good[1:], start=1)
+        ],
+        return_exceptions=True,
+    )
+    assert batches == [4, 1, 1, 1, 1]  # together first; after the failure, one by one
+    assert [type(r) for r in results[:3]] == [str, str, str]
+    assert isinstance(results[3], IntegrityError)
+    assert await rig.count(Run) == 4
+    assert await rig.count(WebhookDelivery) == 4

@@ -125,25 +125,57 @@ class CeleryExecutor:
 
     def __init__(self, app: Celery) -> None:
         self.app = app
+        self._pending: list[tuple[str, int, asyncio.Future[None]]] = []
+        self._publisher: asyncio.Task[None] | None = None
 
     async def submit(self, run_id: str, workspace_id: int) -> None:
-        # kombu's publishing blocks on sockets: off the event loop.
-        try:
-            await asyncio.to_thread(self._publish, run_id, workspace_id)
-        except Exception:
-            # The run is committed `queued`: recovery publishes it again, so a caller that
-            # retried would only create a duplicate run.
-            log.exception("run %s could not be published; recovery will submit it again", run_id)
+        """Returns once the run's message is with the broker (or could not be sent).
 
-    def _publish(self, run_id: str, workspace_id: int) -> None:
-        # task_id = run id: the broker and worker logs name the run they are about.
-        self.app.send_task(TASK_NAME, args=[run_id], task_id=run_id, queue=queue_name(workspace_id))
+        Runs submitted while a batch is being published go out together in the next:
+        one thread hop and one broker connection per batch, not per run.
+        """
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append((run_id, workspace_id, done))
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.create_task(self._publish_pending())
+        await asyncio.shield(done)
+
+    async def _publish_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            # kombu's publishing blocks on sockets: off the event loop.
+            try:
+                await asyncio.to_thread(self._publish, [(r, w) for r, w, _ in batch])
+            except Exception:
+                # The runs are committed `queued`: recovery publishes them again, so a
+                # caller that retried would only create duplicate runs.
+                log.exception(
+                    "%d run(s) could not be published; recovery will submit them again",
+                    len(batch),
+                )
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+    def _publish(self, batch: list[tuple[str, int]]) -> None:
+        with self.app.producer_or_acquire() as producer:
+            for run_id, workspace_id in batch:
+                # task_id = run id: the broker and worker logs name the run they are about.
+                self.app.send_task(
+                    TASK_NAME,
+                    args=[run_id],
+                    task_id=run_id,
+                    queue=queue_name(workspace_id),
+                    producer=producer,
+                )
 
     def cancel(self, run_id: str) -> None:
         """Nothing to do here: the worker holding the run reads `cancel_requested` when it
         renews the lease, and stops the run at its next step."""
 
     async def stop(self) -> None:
+        if self._publisher is not None:
+            await self._publisher  # what was accepted reaches the broker before we close
         await asyncio.to_thread(self.app.close)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -139,12 +140,20 @@ _FINISH = (
 
 def accept(session: Session, run: Run) -> Run:
     """Store a new (transient) run record as it is."""
-    values = {c.key: getattr(run, c.key) for c in _runs.c}
-    # Unset attributes of a transient record are None: leave them to the column defaults.
-    session.execute(
-        _INSERT_RUN, {k: v for k, v in values.items() if v is not None or k not in _DEFAULTED}
-    )
+    accept_many(session, [run])
     return run
+
+
+def accept_many(session: Session, runs: Sequence[Run]) -> None:
+    """Store new (transient) run records: one executemany per shape of row."""
+    shapes: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for run in runs:
+        values = {c.key: getattr(run, c.key) for c in _runs.c}
+        # Unset attributes of a transient record are None: leave them to the column defaults.
+        row = {k: v for k, v in values.items() if v is not None or k not in _DEFAULTED}
+        shapes.setdefault(frozenset(row), []).append(row)
+    for rows in shapes.values():
+        session.execute(_INSERT_RUN, rows)
 
 
 def claim(session: Session, run_id: str, owner: str, lease: timedelta) -> Claim | None:

@@ -138,8 +138,7 @@ class Gate:
             )
             if unhealthy:
                 raise DispatchBlocked(unhealthy)
-        for run, _ in runs:
-            records.accept(session, run)
+        records.accept_many(session, [run for run, _ in runs])
         self.audit.append_many_blocking(session, [_started(run, origin) for run, origin in runs])
 
     async def start(

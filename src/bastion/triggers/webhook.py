@@ -26,12 +26,10 @@ from datetime import timedelta
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete
 
 from bastion.audit.chain import Event
 from bastion.audit.log import AuditLog
-from bastion.db.database import insert_new
 from bastion.db.tables import Trigger, WebhookDelivery, Workflow
 from bastion.db.types import utcnow
 from bastion.errors import (
@@ -46,6 +44,7 @@ from bastion.errors import (
 from bastion.runs.records import Trigger as TriggerKind
 from bastion.stores.ratelimit import RateLimiter
 from bastion.triggers import signatures
+from bastion.triggers.deliveries import Accepted, DeliveryWriter
 from bastion.triggers.errors import InvalidTrigger, SignatureInvalid
 from bastion.triggers.gate import Gate, Origin, RunRequest
 from bastion.triggers.store import Triggers, WebhookSettings, settings_of
@@ -106,6 +105,7 @@ class Webhooks:
         self.limiter = limiter
         self.audit = audit
         self.workflows = workflows
+        self.writer = DeliveryWriter(gate)
         self._triggers: dict[str, tuple[float, Intake | None]] = {}
         self._keys: dict[str, tuple[float, list[bytes]]] = {}
         self._failures: dict[str, _Failures] = {}
@@ -213,17 +213,7 @@ class Webhooks:
             run = self.gate.build(intake.workflow, RunRequest(data, trigger.version), origin)
         except InvalidInput:
             raise PayloadTooLarge("the request is too large to store with its run") from None
-        event_id = verified.event_id
-
-        def store(session: Session) -> str:
-            if event_id is not None:
-                original = _claim_event(session, trigger.id, event_id, run.id)
-                if original is not None:
-                    return original  # a replay: the same answer, and nothing starts
-            self.gate.store(session, [(run, origin)])
-            return run.id
-
-        run_id = await self.gate.dispatcher.ledger.write(store)
+        run_id = await self.writer.store(Accepted(run, origin, trigger.id, verified.event_id))
         if run_id == run.id:
             await self.gate.dispatcher.submit([run])
         return run_id
@@ -350,25 +340,3 @@ def _stored_request(
 
 def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not JSON")  # NaN and Infinity: kept as text instead
-
-
-def _claim_event(session: Session, trigger_id: str, event_id: str, run_id: str) -> str | None:
-    """Record the event id; the run id stored with it before, if it was seen already."""
-    values = {
-        "trigger_id": trigger_id,
-        "event_id": event_id,
-        "run_id": run_id,
-        "received_at": utcnow(),
-    }
-    inserted = session.execute(
-        insert_new(session, WebhookDelivery, "trigger_id", "event_id")
-        .values(values)
-        .returning(WebhookDelivery.run_id)
-    ).first()
-    if inserted is not None:
-        return None
-    return session.scalar(
-        select(WebhookDelivery.run_id).where(
-            WebhookDelivery.trigger_id == trigger_id, WebhookDelivery.event_id == event_id
-        )
-    )
