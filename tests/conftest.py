@@ -4,7 +4,8 @@ import base64
 import itertools
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from bastion.db import Database
 from bastion.db import migrate as migrations
 from bastion.logs import configure_logging
 from tests.docker_engine import DockerEngine, run_docker_engine
+from tests.haproxy import HAProxyServer, run_haproxy
 from tests.services import PostgresServer, RedisServer, run_postgres, run_redis
 
 _database_names = itertools.count()
@@ -37,6 +39,14 @@ def docker_engine() -> Iterator[DockerEngine]:
     """A private, real Docker engine with the busybox test image (`DockerEngine.image`)."""
     with run_docker_engine() as engine:
         yield engine
+
+
+@pytest.fixture
+def haproxy() -> Iterator[Callable[[Mapping[str, int]], HAProxyServer]]:
+    """Starts a real HAProxy in front of servers (name -> loopback port), stopped after
+    the test; its servers start disabled."""
+    with ExitStack() as stack:
+        yield lambda servers: stack.enter_context(run_haproxy(servers))
 
 
 @pytest.fixture(scope="session")

@@ -66,19 +66,24 @@ class DockerEngine:
             timeout=60,
         )
 
-    def run_replica(self, name: str, port: int, *, healthy: bool = True) -> None:
+    def run_replica(
+        self, name: str, port: int, *, healthy: bool = True, stop_timeout: int = 10
+    ) -> None:
         """Start a replica serving its name on 127.0.0.1:`port`; an unhealthy one serves too,
-        but its healthcheck never passes."""
-        self._replica("run", "-d", name=name, port=port, healthy=healthy)
+        but its healthcheck never passes. busybox httpd ignores SIGTERM, so stopping it
+        (and stopping the daemon) waits `stop_timeout` seconds."""
+        self._replica("run", "-d", name=name, port=port, healthy=healthy, stop=stop_timeout)
 
-    def create_replica(self, name: str, port: int, *, healthy: bool = True) -> None:
+    def create_replica(
+        self, name: str, port: int, *, healthy: bool = True, stop_timeout: int = 10
+    ) -> None:
         """Like run_replica, but created stopped (a pool's spare replica)."""
-        self._replica("create", name=name, port=port, healthy=healthy)
+        self._replica("create", name=name, port=port, healthy=healthy, stop=stop_timeout)
 
-    def _replica(self, *verb: str, name: str, port: int, healthy: bool) -> None:
+    def _replica(self, *verb: str, name: str, port: int, healthy: bool, stop: int) -> None:
         check = f"wget -q -O /dev/null http://127.0.0.1:{port}/" if healthy else "false"
         self.docker(
-            *verb, "--name", name, "--network", "host",
+            *verb, "--name", name, "--network", "host", "--stop-timeout", str(stop),
             "-e", f"NAME={name}", "-e", f"PORT={port}",
             "--health-cmd", check, "--health-interval", "200ms",
             "--health-timeout", "1s", "--health-retries", "1",

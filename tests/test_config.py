@@ -241,6 +241,13 @@ def test_unknown_bastion_variable_is_a_warning(base_env: dict[str, str]) -> None
     ]
 
 
+def test_the_docker_proxy_variables_in_a_shared_environment_are_not_unknown(
+    base_env: dict[str, str],
+) -> None:
+    loaded = load_settings({**base_env, "BASTION_DOCKER_PROXY_TOKEN": "x" * 40})
+    assert loaded.warnings == []
+
+
 def test_secrets_are_masked_in_repr(base_env: dict[str, str], master_key: str) -> None:
     settings = load_settings(base_env).settings
     assert master_key not in repr(settings)

@@ -25,15 +25,25 @@ from sqlalchemy.exc import ArgumentError
 from bastion.crypto.errors import MalformedKey
 from bastion.crypto.keyring import Keyring, decode_key, parse_key_list
 from bastion.errors import BastionError, InvalidInput
+from bastion.rotation.pools import PoolConfig, PoolsFileError, load_pools
 from bastion.workflows.egress import DEFAULT_DENY, EgressPolicy
 
 ENV_PREFIX = "BASTION_"
 MASTER_KEY_FILENAME = "master.key"
 # Settings whose value is a secret: they accept BASTION_<NAME>_FILE, and their value is
 # never echoed in a problem message.
-SECRET_FIELDS = ("master_key", "master_keys", "admin_password", "database_url", "redis_url")
+SECRET_FIELDS = (
+    "master_key",
+    "master_keys",
+    "admin_password",
+    "database_url",
+    "redis_url",
+    "rotation_docker_token",
+)
 # BASTION_* variables that are read by tooling, not by the server.
 NOT_SETTINGS = frozenset({"BASTION_REQUIRE_SERVICES", "BASTION_PYTHON"})
+# The docker proxy's own settings (bastion.dockerproxy), often in the same `.env`.
+PROXY_PREFIX = "BASTION_DOCKER_PROXY_"
 
 
 def _strict_bool(value: object) -> object:
@@ -122,6 +132,15 @@ class Settings(BaseSettings):
     sandbox_concurrency: int = Field(default=4, ge=1, le=256)
     sandbox_uid_base: int = Field(default=64000, ge=1000, le=2**31 - 100_000)
 
+    # Rotation: off until a pools file names pools. Docker is reached only through the
+    # docker proxy (`bastion docker-proxy`), never through a local socket of its own.
+    rotation_pools_file: Path | None = None
+    rotation_docker_url: str | None = None  # http(s)://host:port or unix:///path
+    rotation_docker_token: SecretStr | None = None
+    rotation_docker_ca_file: Path | None = None
+    rotation_docker_cert_file: Path | None = None  # client certificate, for mutual TLS
+    rotation_docker_key_file: Path | None = None
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -180,6 +199,18 @@ class Settings(BaseSettings):
     def _valid_http_sink(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in ("http", "https"):
             raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("rotation_docker_url")
+    @classmethod
+    def _valid_docker_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme == "unix":
+                if not parts.path.startswith("/") or parts.netloc:
+                    raise ValueError("a unix socket URL looks like unix:///run/docker-proxy.sock")
+            elif parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be http://host:port, https://host:port or unix:///path")
         return value
 
     @field_validator("database_url")
@@ -294,12 +325,16 @@ def _code_for(field: str, error_type: str) -> str:
         return "BST-E004"
     if field == "timezone":
         return "BST-E005"
+    if field == "rotation_pools_file":
+        return "BST-E020"
+    if field == "rotation_docker_url":
+        return "BST-E021"
     if error_type.startswith(("int_", "greater_than", "less_than")):
         return "BST-E006"
     return "BST-E010"
 
 
-def _message_for(error: Mapping[str, Any]) -> str:
+def message_for(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
     if kind in ("int_parsing", "int_type", "int_from_float"):
@@ -357,7 +392,7 @@ def _validate(values: Mapping[str, str]) -> tuple[Settings | None, list[Problem]
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else ""
             broken.add(field)
-            message = _message_for(error)
+            message = message_for(error)
             if field in values and field not in SECRET_FIELDS:
                 message += f" (got {values[field]!r})"
             problems.append(Problem(_code_for(field, error["type"]), _env_name(field), message))
@@ -407,7 +442,66 @@ def _cross_checks(settings: Settings) -> tuple[list[Problem], list[Problem]]:
         egress_policy(settings)
     except InvalidInput as exc:
         problems.append(Problem("BST-E012", "BASTION_EGRESS_DENY / _ALLOW", str(exc)))
+    problems += _rotation_problems(settings)
     return problems, warnings
+
+
+def _rotation_problems(settings: Settings) -> list[Problem]:
+    problems: list[Problem] = []
+    pools: list[PoolConfig] = []
+    if settings.rotation_pools_file is not None:
+        try:
+            pools = load_pools(settings.rotation_pools_file)
+        except PoolsFileError as exc:
+            problems += [
+                Problem("BST-E020", "BASTION_ROTATION_POOLS_FILE", problem)
+                for problem in exc.problems
+            ]
+    if pools and settings.rotation_docker_url is None:
+        problems.append(
+            Problem(
+                "BST-E021",
+                "BASTION_ROTATION_DOCKER_URL",
+                "pools are configured: set the docker proxy's URL (`bastion docker-proxy`)",
+            )
+        )
+    if settings.rotation_docker_url is not None and settings.rotation_docker_token is None:
+        problems.append(
+            Problem(
+                "BST-E022",
+                "BASTION_ROTATION_DOCKER_TOKEN",
+                "missing: the docker proxy accepts no request without its token "
+                "(set BASTION_ROTATION_DOCKER_TOKEN or BASTION_ROTATION_DOCKER_TOKEN_FILE)",
+            )
+        )
+    return problems + _docker_tls_problems(settings)
+
+
+def _docker_tls_problems(settings: Settings) -> list[Problem]:
+    files = {
+        "BASTION_ROTATION_DOCKER_CA_FILE": settings.rotation_docker_ca_file,
+        "BASTION_ROTATION_DOCKER_CERT_FILE": settings.rotation_docker_cert_file,
+        "BASTION_ROTATION_DOCKER_KEY_FILE": settings.rotation_docker_key_file,
+    }
+    problems = []
+    url = settings.rotation_docker_url or ""
+    for name, path in files.items():
+        if path is None:
+            continue
+        if not url.startswith("https://"):
+            problems.append(Problem("BST-E023", name, "only used with an https:// docker URL"))
+        elif not path.is_file():
+            problems.append(Problem("BST-E023", name, f"cannot read {path}"))
+    cert, key = settings.rotation_docker_cert_file, settings.rotation_docker_key_file
+    if (cert is None) != (key is None):
+        problems.append(
+            Problem(
+                "BST-E023",
+                "BASTION_ROTATION_DOCKER_CERT_FILE / _KEY_FILE",
+                "a client certificate needs its key, and a key its certificate",
+            )
+        )
+    return problems
 
 
 _DEFAULT_PORTS = {"postgresql": 5432, "redis": 6379, "rediss": 6379}
@@ -461,12 +555,14 @@ def load_settings(
     values: dict[str, str] = {}
     unknown: list[Problem] = []
     for key, value in env.items():
-        if not key.startswith(ENV_PREFIX) or key.endswith("_FILE") or value == "":
+        if not key.startswith(ENV_PREFIX) or value == "":
             continue
         field = key[len(ENV_PREFIX) :].lower()
-        if field in Settings.model_fields:
+        if field in Settings.model_fields:  # settings that are paths may end in _FILE too
             values[field] = value
-        elif key not in NOT_SETTINGS:
+        elif field.removesuffix("_file") in SECRET_FIELDS:
+            continue  # a secret's _FILE variant: _read_secret_files reads it
+        elif key not in NOT_SETTINGS and not key.startswith(PROXY_PREFIX):
             unknown.append(Problem("BST-W002", key, "unknown setting, ignored (a typo?)"))
     values.update(_read_secret_files(env, problems))
     settings, field_problems, broken = _validate(values)

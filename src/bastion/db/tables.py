@@ -329,3 +329,63 @@ class RetryPolicy(Base):
     retry_on: Mapped[str] = mapped_column(Text)  # JSON list of failure classes
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_by: Mapped[str] = mapped_column(String(200))
+
+
+class RotationPool(Base):
+    """The persisted state of one configured pool of replicas (its settings live in the
+    pools file); the controller holding the lease is the only one that acts on it."""
+
+    __tablename__ = "rotation_pools"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="running")  # running|paused|killed
+    active_replica: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    rotation_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_rotation_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    next_rotation_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # An accepted control action the controller has not carried out yet (rotate | kill).
+    pending_action: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    pending_by: Mapped[str] = mapped_column(String(200), default="")
+    last_errors: Mapped[str] = mapped_column(Text, default="[]")  # JSON, newest last, capped
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RotationReplica(Base):
+    __tablename__ = "rotation_replicas"
+
+    pool: Mapped[str] = mapped_column(
+        ForeignKey("rotation_pools.name", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    activations: Mapped[int] = mapped_column(Integer, default=0)
+    last_activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class RotationHistory(Base):
+    """One rotation attempt: who switched to whom, which candidates were skipped and why,
+    and how long the switch took."""
+
+    __tablename__ = "rotation_history"
+    __table_args__ = (Index("ix_rotation_history_pool_id", "pool", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pool: Mapped[str] = mapped_column(ForeignKey("rotation_pools.name", ondelete="CASCADE"))
+    trigger: Mapped[str] = mapped_column(String(16))  # schedule | manual | recovery
+    actor: Mapped[str] = mapped_column(String(200))
+    strategy: Mapped[str] = mapped_column(String(24))
+    from_replica: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    to_replica: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16))  # ok | failed
+    skipped: Mapped[str] = mapped_column(Text, default="[]")  # JSON [{replica, reason}]
+    error: Mapped[str] = mapped_column(String(500), default="")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Decision -> the new replica in service; new replica healthy -> old one stopped
+    # (break_before_make: old one out of service -> new one in service, the gap).
+    traffic_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    switch_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from bastion.config import ConfigError, Problem, _message_for, read_environment
+from bastion.config import ConfigError, Problem, message_for, read_environment
 from bastion.dockerproxy.settings import (
     ENV_PREFIX,
     SECRET_FIELDS,
@@ -70,7 +70,7 @@ def _validate(
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else ""
             broken.add(field)
-            message = _message_for(error)
+            message = message_for(error)
             if field in values and field not in SECRET_FIELDS and field != "allowed_containers":
                 message += f" (got {values[field]!r})"
             code = _CODES.get(field, "BST-E010")

@@ -27,6 +27,7 @@ from bastion.db import Database
 from bastion.execution.dispatcher import Dispatcher
 from bastion.execution.factory import background_of, dispatcher_of, executor_of, open_engine
 from bastion.execution.sandbox import Sandbox
+from bastion.rotation.service import Rotation, open_rotation
 from bastion.runs.signals import RunSignals
 from bastion.stores import Stores, open_stores
 from bastion.triggers.gate import Gate
@@ -81,6 +82,7 @@ class Services:
     retry_policies: RetryPolicies
     webhooks: Webhooks
     scheduler: Scheduler
+    rotation: Rotation | None = None  # None: no pools configured
 
 
 class BastionApp(Starlette):
@@ -176,12 +178,17 @@ def create_app(
                     gate, triggers, execution.workflows, vault, stores.limiter, audit
                 )
                 scheduler = Scheduler(gate)
+                rotation = open_rotation(settings, db, audit)
+                if rotation is not None:
+                    stack.push_async_callback(rotation.aclose)
+                    await rotation.prepare()
                 supervisor = Supervisor(
                     [
                         *background,
                         *_vault_and_audit_services(settings, audit, checker),
                         *background_of(execution.engine, dispatcher),
                         *_trigger_services(scheduler, webhooks),
+                        *(rotation.background() if rotation is not None else []),
                     ]
                 )
                 await supervisor.start()
@@ -221,6 +228,7 @@ def create_app(
                         retry_policies=RetryPolicies(db),
                         webhooks=webhooks,
                         scheduler=scheduler,
+                        rotation=rotation,
                     )
                 }
         finally:

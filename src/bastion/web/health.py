@@ -46,6 +46,8 @@ async def readyz(request: Request) -> JSONResponse:
     probes: dict[str, Callable[[], Awaitable[None]]] = {"database": services.db.ping}
     if services.stores.backend == "redis":
         probes["redis"] = services.stores.kv.ping
+    if services.rotation is not None:  # rotation needs the docker proxy
+        probes["docker_proxy"] = services.rotation.docker.ping
     results = await asyncio.gather(*(_check(name, probe) for name, probe in probes.items()))
     checks = dict(zip(probes, results, strict=True))
     ready = all(result["status"] == "ok" for result in checks.values())

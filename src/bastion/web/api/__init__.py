@@ -7,7 +7,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from bastion.web.access import declare
-from bastion.web.api import audit, credentials, runs, tokens, triggers, users, workflows
+from bastion.web.api import (
+    audit,
+    credentials,
+    rotation,
+    runs,
+    tokens,
+    triggers,
+    users,
+    workflows,
+)
 from bastion.web.errors import install_error_handlers
 
 
@@ -30,6 +39,7 @@ def create_api() -> FastAPI:
     api.include_router(workflows.router)
     api.include_router(runs.router)
     api.include_router(triggers.router)
+    api.include_router(rotation.router)
 
     @declare("public")
     async def openapi(request: Request) -> JSONResponse:
