@@ -55,3 +55,9 @@ class Principal:
             return True
         role = self.roles.get(workspace_id)
         return role is not None and role in GRANTS[permission]
+
+    def workspaces(self, permission: Permission = Permission.READ) -> tuple[int, ...] | None:
+        """The workspaces where this principal holds `permission`; None means every one."""
+        if self.is_admin:
+            return None
+        return tuple(sorted(ws for ws in self.roles if self.can(permission, ws)))

@@ -37,7 +37,7 @@ from bastion.triggers.store import Triggers
 from bastion.triggers.webhook import Webhooks
 from bastion.vault.credentials import Vault, VaultLimits
 from bastion.vault.health import HealthChecker
-from bastion.web import csp_report, health, hooks, metrics
+from bastion.web import console, csp_report, health, hooks, metrics
 from bastion.web.api import create_api
 from bastion.web.auth import routes as auth_routes
 from bastion.web.auth.captcha import new_answer
@@ -241,6 +241,7 @@ def create_app(
         routes=[
             *health.routes,
             *auth_routes.routes,
+            *console.routes,
             *csp_report.routes,
             *metrics.routes,
             *hooks.routes,

@@ -11,6 +11,7 @@ from bastion.audit.log import AuditLog
 from bastion.db import Database
 from tests.oauth_server import OAuthServer
 from tests.web.api.conftest import Team
+from tests.web.auth.conftest import PASSWORD
 from tests.web.conftest import make_settings
 
 CANARY = "canary-7f3e9d1c-do-not-leak"
@@ -52,10 +53,34 @@ async def test_a_viewer_cannot_create_reveal_rotate_or_delete(team: Team) -> Non
 async def test_reveal_requires_a_reason_and_returns_the_material(team: Team) -> None:
     credential = (await create(team.olive)).json()["id"]
     url = f"/api/v1/credentials/{credential}/reveal"
-    assert (await team.olive.post(url, json={})).status_code == 422
-    revealed = await team.olive.post(url, json={"reason": "migrating the database"})
+    assert (await team.olive.post(url, json={"password": PASSWORD})).status_code == 422
+    revealed = await team.olive.post(
+        url, json={"reason": "migrating the database", "password": PASSWORD}
+    )
     assert revealed.status_code == 200 and revealed.json() == {"password": CANARY}
     assert revealed.headers["cache-control"] == "no-store"
+
+
+async def test_a_console_reveal_needs_the_password_again_and_a_refusal_is_audited(
+    team: Team,
+) -> None:
+    credential = (await create(team.olive)).json()["id"]
+    url = f"/api/v1/credentials/{credential}/reveal"
+    for body in ({"reason": "no password"}, {"reason": "wrong one", "password": "guess"}):
+        refused = await team.olive.post(url, json=body)
+        assert refused.status_code == 403, refused.text
+        assert "re-enter your password" in refused.json()["message"]
+        assert CANARY not in refused.text
+    trail = (await team.olive.get("/api/v1/audit/search?action=credential.reveal")).status_code
+    assert trail == 403  # olive owns the workspace but is no administrator
+    settings = make_settings(team.settings_env)
+    db = Database(settings.effective_database_url)
+    try:
+        rows = await AuditLog(db, settings.keyring()).events()
+    finally:
+        await db.dispose()
+    denied = [r for r in rows if r.action == "credential.reveal" and r.outcome == "denied"]
+    assert len(denied) == 2 and "guess" not in str([r.details for r in denied])
 
 
 @pytest.mark.parametrize(
@@ -134,7 +159,8 @@ async def test_the_canary_appears_nowhere_but_in_the_reveal(
         json={"fields": {"password": CANARY + "2"}},
     )
     revealed = await team.olive.post(
-        f"/api/v1/credentials/{secret_id}/reveal", json={"reason": "canary check"}
+        f"/api/v1/credentials/{secret_id}/reveal",
+        json={"reason": "canary check", "password": PASSWORD},
     )
     assert CANARY in revealed.text  # the one place it may appear
 

@@ -51,3 +51,36 @@ async def test_the_store_never_sees_the_session_id_itself() -> None:
     session = await sessions.create(user_id=1, username="ada", is_admin=True)
     assert all(session.id not in key for key in kv._data)
     assert all(session.id.encode() not in value for _, value in kv._data.values())
+
+
+async def test_a_user_s_sessions_are_listed_and_ended_one_by_one() -> None:
+    now = [1000.0]
+    sessions = manager(now)
+    first = await sessions.create(
+        user_id=1, username="ada", is_admin=False, client_ip="192.0.2.1", user_agent="A"
+    )
+    second = await sessions.create(user_id=1, username="ada", is_admin=False)
+    await sessions.create(user_id=2, username="bob", is_admin=False)
+    listed = await sessions.list_for(1)
+    assert [(s.client_ip, s.user_agent) for s in listed] == [("192.0.2.1", "A"), ("", "")]
+    assert first.id not in repr(listed) and len(listed[0].handle) == 32
+    assert await sessions.end(1, listed[0].handle) is True
+    assert await sessions.load(first.id) is None
+    assert await sessions.load(second.id) is not None
+    assert await sessions.end(1, listed[0].handle) is False
+    assert await sessions.end(2, listed[1].handle) is False  # not bob's to end this way
+    assert [s.handle for s in await sessions.list_for(1)] == [listed[1].handle]
+
+
+async def test_signed_out_expired_and_globally_ended_sessions_leave_the_list() -> None:
+    now = [1000.0]
+    sessions = manager(now)
+    gone = await sessions.create(user_id=1, username="ada", is_admin=False)
+    await sessions.delete(gone.id)
+    assert await sessions.list_for(1) == []
+    await sessions.create(user_id=1, username="ada", is_admin=False)
+    now[0] += 1801
+    assert await sessions.list_for(1) == []
+    await sessions.create(user_id=1, username="ada", is_admin=False)
+    await sessions.end_all_for(1)
+    assert await sessions.list_for(1) == []

@@ -10,12 +10,16 @@ from bastion.web.access import declare
 from bastion.web.api import (
     audit,
     credentials,
+    live,
+    logs,
     rotation,
     runs,
+    sessions,
     tokens,
     triggers,
     users,
     workflows,
+    workspaces,
 )
 from bastion.web.errors import install_error_handlers
 
@@ -40,6 +44,10 @@ def create_api() -> FastAPI:
     api.include_router(runs.router)
     api.include_router(triggers.router)
     api.include_router(rotation.router)
+    api.include_router(live.router)
+    api.include_router(sessions.router)
+    api.include_router(logs.router)
+    api.include_router(workspaces.router)
 
     @declare("public")
     async def openapi(request: Request) -> JSONResponse:

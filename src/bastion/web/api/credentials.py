@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from bastion.accounts.rbac import Permission, Principal
 from bastion.db.tables import Credential, CredentialAlert
+from bastion.errors import PermissionDenied, TooManyRequests
 from bastion.logs import request_id
 from bastion.vault import alerts
 from bastion.vault.policy import AccessContext, ScopePolicy
@@ -24,6 +25,7 @@ from bastion.web.api.principals import Requires
 from bastion.web.middleware.client_ip import client_ip
 
 router = APIRouter(tags=["credentials"])
+REAUTH_FAILED = "re-enter your password to reveal a credential"
 SignedIn = Annotated[Principal, Depends(Requires("signed-in"))]
 InWorkspace = Annotated[Principal, Depends(Requires(Permission.READ))]
 
@@ -62,6 +64,12 @@ class CredentialPatch(BaseModel):
 
 class RevealIn(BaseModel):
     reason: str = Field(min_length=3, max_length=500)
+    password: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="The caller's password: required from a console session (a fresh "
+        "re-authentication, so a hijacked session alone reveals nothing); not from tokens.",
+    )
 
 
 class CredentialOut(BaseModel):
@@ -181,12 +189,41 @@ async def rotate(
     return await _out(request, await vault.rotate(context, credential_id, _secrets(body.fields)))
 
 
+async def _reauthenticate(
+    request: Request,
+    principal: Principal,
+    context: AccessContext,
+    credential_id: str,
+    password: str | None,
+) -> None:
+    """The console user's password, checked as at sign-in and throttled with it."""
+    services = request.state.services
+    address = client_ip(request)
+    wait = await services.throttle.retry_after(address, principal.username)
+    if wait is not None:
+        raise TooManyRequests("too many failed attempts", retry_after=wait)
+    if password and await services.credentials.check(principal.username, password):
+        return
+    await services.throttle.failed(address, principal.username)
+    await services.audit.record(
+        services.vault.event(
+            "reveal", context, credential_id, "denied", REAUTH_FAILED, password_given=bool(password)
+        )
+    )
+    raise PermissionDenied(REAUTH_FAILED)
+
+
 @router.post("/credentials/{credential_id}/reveal")
 async def reveal(
     credential_id: str, body: RevealIn, principal: SignedIn, request: Request
 ) -> dict[str, str]:
     context = await _home(request, principal, credential_id)
-    fields = await request.state.services.vault.reveal(context, credential_id, reason=body.reason)
+    vault = request.state.services.vault
+    if principal.token_id is None:
+        # Permission first: a viewer learns nothing by typing passwords here.
+        await vault.check(context, credential_id, Permission.REVEAL_CREDENTIALS, "reveal")
+        await _reauthenticate(request, principal, context, credential_id, body.password)
+    fields = await vault.reveal(context, credential_id, reason=body.reason)
     return {name: value.reveal() for name, value in fields.items()}
 
 

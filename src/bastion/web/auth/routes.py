@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -145,7 +144,11 @@ async def login(request: Request) -> Response:
     if previous:
         await services.sessions.delete(previous)
     session = await services.sessions.create(
-        user_id=user.id, username=user.username, is_admin=user.is_admin
+        user_id=user.id,
+        username=user.username,
+        is_admin=user.is_admin,
+        client_ip=address,
+        user_agent=request.headers.get("user-agent", ""),
     )
     security_log.info("sign-in succeeded for %r from %s", user.username, address)
     await auditing.record(request, "auth.sign_in", f"user:{user.username}")
@@ -209,21 +212,10 @@ async def logout(request: Request) -> Response:
     return response
 
 
-@declare("signed-in")
-async def home(request: Request) -> Response:
-    session = await current_session(request)
-    if session is None:
-        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
-    return templates.TemplateResponse(
-        request, "home.html", {"session": session, "csrf_token": session.csrf_token}
-    )
-
-
 routes = [
     Route("/login", login_page, methods=["GET"]),
     Route("/login", login, methods=["POST"]),
     Route("/login/captcha", refresh_captcha, methods=["POST"]),
     Route("/login/captcha/{nonce}.{kind}", captcha_image, methods=["GET"]),
     Route("/logout", logout, methods=["POST"]),
-    Route("/", home, methods=["GET"]),
 ]
