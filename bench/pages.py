@@ -1,6 +1,6 @@
 """Console pages: time to first byte with 10,000 runs and 1,000 audit records.
 
-A real server (`bastion serve`'s app and uvicorn settings; bench/console_server.py only
+A real server (`bastion serve`'s app and uvicorn settings; tests/e2e/server.py only
 also writes the captcha answers to a file, so the bench can sign in) on SQLite, seeded
 before it starts with: 20 workflows (cron triggers, retry policies), `--runs` runs spread
 over the last 24 hours (3 steps each, mixed statuses and triggers), 20 credentials,
@@ -313,7 +313,7 @@ def main() -> None:
         server = bastion_server(tmp, port, {"BASTION_LOG_LEVEL": "INFO"})
         answers = Path(tmp) / "answers.txt"
         answers.touch()
-        server.argv = [sys.executable, "-m", "bench.console_server", str(port), str(answers)]
+        server.argv = [sys.executable, "-m", "tests.e2e.server", str(port), str(answers)]
         server.cwd = ROOT
         started = time.perf_counter()
         ids = asyncio.run(seed(server.env, args.runs, args.events))

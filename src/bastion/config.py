@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -334,7 +334,7 @@ def _code_for(field: str, error_type: str) -> str:
     return "BST-E010"
 
 
-def message_for(error: Mapping[str, Any]) -> str:
+def _message_for(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
     if kind in ("int_parsing", "int_type", "int_from_float"):
@@ -387,16 +387,32 @@ def _validate(values: Mapping[str, str]) -> tuple[Settings | None, list[Problem]
     try:
         return Settings(**values), [], set()  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems: list[Problem] = []
-        broken: set[str] = set()
-        for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else ""
-            broken.add(field)
-            message = message_for(error)
-            if field in values and field not in SECRET_FIELDS:
-                message += f" (got {values[field]!r})"
-            problems.append(Problem(_code_for(field, error["type"]), _env_name(field), message))
+        problems, broken = problems_of(
+            exc, values, prefix=ENV_PREFIX, code_for=_code_for, quiet=frozenset(SECRET_FIELDS)
+        )
         return None, problems, broken
+
+
+def problems_of(
+    exc: ValidationError,
+    values: Mapping[str, str],
+    *,
+    prefix: str,
+    code_for: Callable[[str, str], str],
+    quiet: frozenset[str],
+) -> tuple[list[Problem], set[str]]:
+    """One Problem per failed field, and the fields that failed; the values of `quiet`
+    fields (secrets) are never echoed."""
+    problems: list[Problem] = []
+    broken: set[str] = set()
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        broken.add(field)
+        message = _message_for(error)
+        if field in values and field not in quiet:
+            message += f" (got {values[field]!r})"
+        problems.append(Problem(code_for(field, error["type"]), prefix + field.upper(), message))
+    return problems, broken
 
 
 def _cross_checks(settings: Settings) -> tuple[list[Problem], list[Problem]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from bastion.config import ConfigError, Problem, message_for, read_environment
+from bastion.config import ConfigError, Problem, problems_of, read_environment
 from bastion.dockerproxy.settings import (
     ENV_PREFIX,
     SECRET_FIELDS,
@@ -65,19 +65,20 @@ def _validate(
     try:
         return DockerProxySettings(**values), [], set()  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems: list[Problem] = []
-        broken: set[str] = set()
-        for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else ""
-            broken.add(field)
-            message = message_for(error)
-            if field in values and field not in SECRET_FIELDS and field != "allowed_containers":
-                message += f" (got {values[field]!r})"
-            code = _CODES.get(field, "BST-E010")
-            if error["type"].startswith(("int_", "greater_than", "less_than")):
-                code = "BST-E006"  # as in bastion.config: a number out of range
-            problems.append(Problem(code, _env_name(field), message))
+        problems, broken = problems_of(
+            exc,
+            values,
+            prefix=ENV_PREFIX,
+            code_for=_code_for,
+            quiet=frozenset({*SECRET_FIELDS, "allowed_containers"}),
+        )
         return None, problems, broken
+
+
+def _code_for(field: str, error_type: str) -> str:
+    if error_type.startswith(("int_", "greater_than", "less_than")):
+        return "BST-E006"  # as in bastion.config: a number out of range
+    return _CODES.get(field, "BST-E010")
 
 
 def _check_tls(settings: DockerProxySettings) -> list[Problem]:
