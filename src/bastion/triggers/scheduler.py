@@ -250,7 +250,8 @@ def _plan(trigger: Trigger, settings: CronSettings, now: datetime) -> _Plan:
         skip.append(
             (
                 older[0],
-                f"missed: {count} occurrence(s) from this one on, outside the catch-up window",
+                f"missed: {count} occurrence(s) from this one on, older than what "
+                f"{settings.catch_up} looks back to",
             )
         )
     next_due = min(waiting) if waiting else cron.next_due(schedule, now)
