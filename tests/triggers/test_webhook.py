@@ -3,104 +3,33 @@ de-duplication, aggregated failure reports, pruning, and what a run gets of a re
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, select
 
-from bastion.audit.log import AuditLog
-from bastion.audit.verify import verify
-from bastion.crypto.keyring import Keyring
-from bastion.db import Database
-from bastion.db.tables import AuditEvent, Run, Trigger, WebhookDelivery, Workflow, Workspace
+from bastion.db.tables import (
+    Credential,
+    Run,
+    Trigger,
+    WebhookDelivery,
+)
 from bastion.db.types import utcnow
-from bastion.errors import NotFound
-from bastion.execution.dispatcher import Dispatcher
-from bastion.runs.ledger import Ledger
-from bastion.stores import open_stores
-from bastion.triggers import deliveries, signatures
-from bastion.triggers.deliveries import store_deliveries
+from bastion.errors import NotFound, Unavailable
+from bastion.triggers import signatures
 from bastion.triggers.errors import SignatureInvalid
-from bastion.triggers.gate import Gate
-from bastion.triggers.store import ALWAYS_SCRUBBED, Triggers, WebhookSettings
-from bastion.triggers.webhook import DEDUP_RETENTION, Delivery, Webhooks, _stored_request
-from bastion.vault.credentials import Vault
-from bastion.vault.secret import Secret
-from bastion.workflows import graph as graphs
-from bastion.workflows.store import Workflows
-from tests.vault.conftest import owner
-
-SECRET = "It's a Secret to Everybody"
-GRAPH = {"nodes": [{"id": "only", "type": "set", "params": {"values": {}}}]}
-
-
-@dataclass
-class Recorder:
-    """The executor: records what it is handed (running runs is not under test here)."""
-
-    name: str = "recorder"
-    submitted: list[str] = field(default_factory=list)
-
-    async def submit(self, run_id: str, workspace_id: int) -> None:
-        self.submitted.append(run_id)
-
-    def cancel(self, run_id: str) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-
-@dataclass
-class Rig:
-    db: Database
-    audit: AuditLog
-    webhooks: Webhooks
-    triggers: Triggers
-    workflow: Workflow
-    executor: Recorder
-
-    async def hook(self, name: str = "hook", **settings: Any) -> Trigger:
-        return await self.triggers.create(
-            self.workflow,
-            kind="webhook",
-            name=name,
-            settings=WebhookSettings(**settings),
-            enabled=True,
-            version=None,
-            actor="user:olive",
-        )
-
-    async def count(self, table: type[Run] | type[WebhookDelivery]) -> int:
-        async with self.db.session() as session:
-            return int(await session.scalar(select(func.count()).select_from(table)) or 0)
-
-
-@pytest.fixture
-async def rig(migrated_db: Database, keyring: Keyring) -> AsyncIterator[Rig]:
-    db = migrated_db
-    async with db.transaction() as session:
-        session.add(Workspace(id=1, slug="ops", name="Ops"))
-    audit = AuditLog(db, keyring)
-    vault = Vault(db, keyring, audit)
-    await vault.create(owner(), name="hook-secret", kind="secret", fields={"value": Secret(SECRET)})
-    workflows = Workflows(db)
-    workflow = await workflows.create(1, "wf", "", graphs.parse(GRAPH), "user:olive")
-    executor = Recorder()
-    dispatcher = Dispatcher(db, Ledger(db), executor, max_input_bytes=64 * 1024)
-    triggers = Triggers(db)
-    stores = open_stores(None)
-    webhooks = Webhooks(Gate(dispatcher, audit), triggers, workflows, vault, stores.limiter, audit)
-    yield Rig(db, audit, webhooks, triggers, workflow, executor)
-    await stores.aclose()
+from bastion.triggers.store import ALWAYS_SCRUBBED, WebhookSettings
+from bastion.triggers.webhook import (
+    AUTH_FAILURES,
+    DEDUP_RETENTION,
+    Delivery,
+    _stored_request,
+)
+from tests.triggers.conftest import SECRET, Rig
 
 
 def github(body: bytes, delivery_id: str | None = None, key: str = SECRET) -> dict[str, str]:
@@ -261,75 +190,15 @@ def test_a_body_is_stored_as_json_else_as_text_else_as_base64(
     assert {k: v for k, v in kept.items() if k.startswith("body")} == stored
 
 
-async def test_concurrent_deliveries_commit_together_and_a_replay_in_the_same_batch_starts_nothing(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    trigger = await rig.hook(
-        scheme="hmac_sha256",
-        secret_credential="hook-secret",
-        rate_limit="1000/minute",
-        ip_rate_limit="1000/minute",
-    )
-    warm = await send(rig, trigger, b"{}", github(b"{}", "warm-up"))  # the secret is cached now
-    batches = count_batches(monkeypatch)
-    bodies = [json.dumps({"n": n}).encode() for n in range(20)]
-    sends = [send(rig, trigger, body, github(body, f"evt-{n}")) for n, body in enumerate(bodies)]
-    # The same event id twice more, arriving with the others (a sender retrying at once).
-    sends += [send(rig, trigger, bodies[3], github(bodies[3], "evt-3")) for _ in range(2)]
-    run_ids = await asyncio.gather(*sends)
-    assert batches == [22]
-    assert len(set(run_ids)) == 20
-    assert run_ids[20] == run_ids[21] == run_ids[3]
-    assert await rig.count(Run) == 21
-    assert await rig.count(WebhookDelivery) == 21
-    assert sorted(rig.executor.submitted) == sorted({warm, *run_ids})
-    async with rig.db.session() as session:
-        started = await session.scalar(
-            select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "run.start")
-        )
-    assert started == 21
-    assert (await verify(rig.db, rig.audit.keyring)).ok
-
-
-def count_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The size of every batch of deliveries written, in order."""
-    batches: list[int] = []
-
-    def counted(gate: Gate, session: Any, accepted: Any) -> list[str]:
-        batches.append(len(accepted))
-        return store_deliveries(gate, session, accepted)
-
-    monkeypatch.setattr(deliveries, "store_deliveries", counted)
-    return batches
-
-
-async def test_a_delivery_that_cannot_be_stored_fails_alone_and_its_batch_still_commits(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
+async def test_a_secret_that_cannot_be_used_refuses_with_503_without_blaming_the_sender(
+    rig: Rig,
 ) -> None:
     trigger = await rig.hook(scheme="hmac_sha256", secret_credential="hook-secret")
-    good = [json.dumps({"n": n}).encode() for n in range(5)]
-    # Run ids are unique: a colliding one makes its insert (and so its first batch) fail.
-    taken = await send(rig, trigger, good[0], github(good[0], "first"))
-    intake = await rig.webhooks.open(trigger.id, "POST", "203.0.113.5")
-    real_build = rig.webhooks.gate.build
-
-    def colliding(*args: Any, **kwargs: Any) -> Run:
-        run = real_build(*args, **kwargs)
-        if run.input and json.loads(run.input)["body"] == {"n": 4}:
-            run.id = taken
-        return run
-
-    rig.webhooks.gate.build = colliding  # type: ignore[method-assign]
-    batches = count_batches(monkeypatch)
-    results = await asyncio.gather(
-        *[
-            rig.webhooks.accept(intake, delivery(trigger, body, github(body, f"evt-{n}")))
-            for n, body in enumerate(good[1:], start=1)
-        ],
-        return_exceptions=True,
-    )
-    assert batches == [4, 1, 1, 1, 1]  # together first; after the failure, one by one
-    assert [type(r) for r in results[:3]] == [str, str, str]
-    assert isinstance(results[3], IntegrityError)
-    assert await rig.count(Run) == 4
-    assert await rig.count(WebhookDelivery) == 4
+    async with rig.db.transaction() as session:  # the operator deleted it after enabling
+        await session.execute(delete(Credential).where(Credential.name == "hook-secret"))
+    for _ in range(40):  # more than AUTH_FAILURES allows one address
+        with pytest.raises(Unavailable):
+            await send(rig, trigger, b"{}", github(b"{}", "evt"))
+    assert rig.webhooks._failures == {}  # nothing counted, nothing to report
+    assert await rig.webhooks.limiter.test(AUTH_FAILURES, "hook-auth-failures", "203.0.113.5")
+    assert await rig.count(Run) == 0

@@ -39,6 +39,7 @@ from bastion.errors import (
     NotFound,
     PayloadTooLarge,
     TooManyRequests,
+    Unavailable,
     UnsupportedMediaType,
 )
 from bastion.runs.records import Trigger as TriggerKind
@@ -176,10 +177,16 @@ class Webhooks:
         """Authenticate, validate, rate-limit and store; the run id (the original run's
         for a replayed event id)."""
         trigger, settings = intake.trigger, intake.settings
+        secret_keys = await self._secret_keys(intake)
+        if settings.scheme != "none" and not secret_keys:
+            # Fail closed, but as our fault: counted against the sender, a secret the
+            # operator broke (deleted, its field renamed) would lock out the sender's
+            # address for every other webhook too.
+            raise Unavailable("this webhook's secret cannot be used; see the server log")
         try:
             verified = signatures.verify(
                 settings.scheme,
-                await self._secret_keys(intake),
+                secret_keys,
                 delivery.headers,
                 delivery.body,
                 now=time.time(),
