@@ -48,6 +48,12 @@ _FIELD = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MAX_FIELDS = 32
 
 
+def in_scope(credential: Credential, context: AccessContext) -> bool:
+    """Whether `context` may see `credential` at all (its scope policy, metadata only)."""
+    policy = ScopePolicy.from_json(credential.policy)
+    return policy.refusal(credential.workspace_id, context) is None
+
+
 @dataclass(frozen=True)
 class VaultLimits:
     max_secret_bytes: int = 64 * 1024
@@ -292,11 +298,7 @@ class Vault:
                 .where(Credential.workspace_id == context.workspace_id)
                 .order_by(Credential.name)
             )
-            return [
-                c
-                for c in rows
-                if ScopePolicy.from_json(c.policy).refusal(c.workspace_id, context) is None
-            ]
+            return [c for c in rows if in_scope(c, context)]
 
     async def check(
         self,

@@ -82,6 +82,25 @@ async def test_a_viewer_reads_everything_in_the_workspace_but_gets_no_controls(
     assert seeded.run_id in runs
 
 
+async def test_a_credential_scoped_to_owners_is_not_on_a_viewer_s_vault_page(
+    seeded: Seeded,
+) -> None:
+    created = await seeded.olive.post(
+        "/api/v1/credentials?workspace_id=1",
+        json={
+            "name": "owners-only",
+            "kind": "secret",
+            "fields": {"value": "never-shown-7a2"},
+            "policy": {"roles": ["owner"]},
+        },
+    )
+    assert created.status_code == 201, created.text
+    listed = (await seeded.vic.get("/api/v1/credentials?workspace_id=1")).json()
+    assert "owners-only" not in [c["name"] for c in listed]
+    assert "owners-only" not in (await seeded.vic.get("/vault")).text
+    assert "owners-only" in (await seeded.olive.get("/vault")).text
+
+
 async def test_an_owner_gets_the_controls_the_api_would_accept(seeded: Seeded) -> None:
     workflow = (await seeded.olive.get(f"/workflows/{seeded.workflow_id}")).text
     assert 'id="run-form"' in workflow and 'id="trigger-form"' in workflow

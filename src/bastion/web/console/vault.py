@@ -13,7 +13,8 @@ from starlette.responses import Response
 from bastion.db.tables import Credential, CredentialAlert, CredentialField
 from bastion.db.types import utcnow
 from bastion.vault import alerts
-from bastion.vault.policy import ScopePolicy
+from bastion.vault.credentials import in_scope
+from bastion.vault.policy import AccessContext, ScopePolicy
 from bastion.web.console._page import Viewer, page, render
 
 
@@ -29,12 +30,20 @@ async def vault_page(request: Request, viewer: Viewer) -> Response:
         query = query.where(Credential.workspace_id.in_(viewer.scope))
         fields = fields.where(Credential.workspace_id.in_(viewer.scope))
     async with request.state.services.db.session() as session:
-        credentials = (await session.scalars(query)).all()
+        # The page shows what the API shows: a credential scoped away from this viewer's
+        # role is not listed, nor are its field names or alerts.
+        credentials = [
+            c
+            for c in (await session.scalars(query)).all()
+            if in_scope(c, AccessContext.of(viewer.principal, c.workspace_id))
+        ]
+        visible = {c.id for c in credentials}
         names: dict[str, list[str]] = defaultdict(list)
         for credential_id, name in await session.execute(fields.order_by(CredentialField.name)):
             names[credential_id].append(name)
         alert_rows = await alerts.list_alerts(session, viewer.scope)
     by_credential: dict[str, list[CredentialAlert]] = defaultdict(list)
+    alert_rows = [(a, c) for a, c in alert_rows if c.id in visible]
     for alert, credential in alert_rows:
         by_credential[credential.id].append(alert)
     now = utcnow()
