@@ -202,7 +202,13 @@ async def _reauthenticate(
     wait = await services.throttle.retry_after(address, principal.username)
     if wait is not None:
         raise TooManyRequests("too many failed attempts", retry_after=wait)
-    if password and await services.credentials.check(principal.username, password):
+    if not password:
+        # As long as a wrong password takes: the timing tells nothing either way.
+        await services.credentials.pretend()
+    elif await services.credentials.check(principal.username, password):
+        # As at sign-in: a success clears the failures, so an operator who mistyped
+        # once is not a step closer to being locked out of signing in.
+        await services.throttle.succeeded(address, principal.username)
         return
     await services.throttle.failed(address, principal.username)
     await services.audit.record(
