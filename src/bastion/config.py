@@ -40,6 +40,8 @@ SECRET_FIELDS = (
     "redis_url",
     "rotation_docker_token",
 )
+# Never echoed in a problem either: a URL refused for carrying a password would show it.
+_QUIET = frozenset({*SECRET_FIELDS, "rotation_docker_url"})
 # BASTION_* variables that are read by tooling, not by the server.
 NOT_SETTINGS = frozenset({"BASTION_REQUIRE_SERVICES", "BASTION_PYTHON"})
 # The docker proxy's own settings (bastion.dockerproxy), often in the same `.env`.
@@ -211,6 +213,10 @@ class Settings(BaseSettings):
                     raise ValueError("a unix socket URL looks like unix:///run/docker-proxy.sock")
             elif parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError("must be http://host:port, https://host:port or unix:///path")
+            if parts.username is not None or parts.password is not None:
+                # The URL is named in errors and status answers; the token has its own
+                # (secret) setting, so nothing secret may ride in here.
+                raise ValueError("must not carry a user or password: use the token setting")
         return value
 
     @field_validator("database_url")
@@ -388,7 +394,7 @@ def _validate(values: Mapping[str, str]) -> tuple[Settings | None, list[Problem]
         return Settings(**values), [], set()  # type: ignore[arg-type]
     except ValidationError as exc:
         problems, broken = problems_of(
-            exc, values, prefix=ENV_PREFIX, code_for=_code_for, quiet=frozenset(SECRET_FIELDS)
+            exc, values, prefix=ENV_PREFIX, code_for=_code_for, quiet=_QUIET
         )
         return None, problems, broken
 

@@ -49,6 +49,15 @@ def test_a_complete_configuration_loads_and_never_shows_the_token(
     assert "s3cret" not in repr(loaded.settings)
 
 
+def test_a_docker_url_carrying_a_password_is_refused_without_echoing_it(
+    base_env: dict[str, str],
+) -> None:
+    env = {**base_env, "BASTION_ROTATION_DOCKER_URL": "https://ops:hunter2-secret@proxy:2376"}
+    [problem] = problems_of(env)
+    assert problem.startswith("BST-E021 BASTION_ROTATION_DOCKER_URL: must not carry a user")
+    assert "hunter2-secret" not in problem
+
+
 def test_every_rotation_problem_is_reported_at_once(
     base_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
+from bastion import logs
 from bastion.audit.log import AuditLog
 from bastion.background import BackgroundService
 from bastion.config import Settings
@@ -62,9 +63,11 @@ class Rotation:
 def endpoint_of(settings: Settings) -> DockerEndpoint:
     if settings.rotation_docker_url is None or settings.rotation_docker_token is None:
         raise ValueError("the docker proxy's URL and token are required")
+    token = settings.rotation_docker_token.get_secret_value()
+    logs.redactor.register(token)  # an httpx debug line or a traceback must not show it
     return DockerEndpoint(
         settings.rotation_docker_url,
-        settings.rotation_docker_token.get_secret_value(),
+        token,
         ca_file=settings.rotation_docker_ca_file,
         cert_file=settings.rotation_docker_cert_file,
         key_file=settings.rotation_docker_key_file,
