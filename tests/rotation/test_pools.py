@@ -50,23 +50,23 @@ def test_a_toml_file_gives_pools_with_their_defaults(tmp_path: Path) -> None:
 
 def test_a_json_file_is_read_as_json(tmp_path: Path) -> None:
     path = tmp_path / "pools.json"
-    path.write_text(json.dumps({"pools": [{"name": "web", "replicas": ["a", "b"]}]}))
+    path.write_text(json.dumps({"pools": [{"name": "web", "replicas": ["r-a", "r-b"]}]}))
     (pool,) = load_pools(path)
-    assert pool.replicas == ("a", "b")
+    assert pool.replicas == ("r-a", "r-b")
 
 
 def test_every_problem_is_listed_with_where_it_is() -> None:
     text = """
 [[pools]]
 name = "Web!"
-replicas = ["a"]
+replicas = ["r-a"]
 health_timeout_seconds = 0
 strategy = "yolo"
 colour = "red"
 
 [[pools]]
 name = "api"
-replicas = ["../images", "b", "b"]
+replicas = ["../images", "r-b", "r-b"]
 [pools.haproxy]
 address = "nowhere"
 backend = "x;y"
@@ -79,19 +79,29 @@ backend = "x;y"
     assert any(p.startswith("pools[1].health_timeout_seconds") for p in problems)
     assert any(p.startswith("pools[1].strategy") for p in problems)
     assert any(p.startswith("pools[1].colour") for p in problems)
-    assert any("'../images' is not a container name" in p for p in problems)
+    assert any("'../images' is not a Docker container name" in p for p in problems)
     assert any(p.startswith("pools[2].haproxy.address") for p in problems)
     assert any(p.startswith("pools[2].haproxy.backend") for p in problems)
     assert len(problems) == 8
+
+
+def test_a_replica_name_no_docker_proxy_could_allow_is_refused_in_the_pools_file() -> None:
+    # Hex digits only: the proxy refuses such names (Docker would also read them as an id
+    # prefix), so a pool naming one could never rotate.
+    text = json.dumps({"pools": [{"name": "web", "replicas": ["deadbeef", "web-b"]}]})
+    with pytest.raises(PoolsFileError) as raised:
+        parse_pools(text, kind="json")
+    [problem] = raised.value.problems
+    assert "'deadbeef' has only hex digits" in problem
 
 
 def test_duplicate_pools_and_a_replica_in_two_pools_are_refused() -> None:
     text = json.dumps(
         {
             "pools": [
-                {"name": "web", "replicas": ["a", "b"]},
-                {"name": "web", "replicas": ["c", "d"]},
-                {"name": "api", "replicas": ["b", "e"]},
+                {"name": "web", "replicas": ["r-a", "r-b"]},
+                {"name": "web", "replicas": ["r-c", "r-d"]},
+                {"name": "api", "replicas": ["r-b", "r-e"]},
             ]
         }
     )
@@ -99,7 +109,7 @@ def test_duplicate_pools_and_a_replica_in_two_pools_are_refused() -> None:
         parse_pools(text, kind="json")
     assert raised.value.problems == [
         "pool 'web' is defined twice",
-        "replica 'b' is in pools 'web' and 'api'",
+        "replica 'r-b' is in pools 'web' and 'api'",
     ]
 
 
@@ -124,14 +134,14 @@ def test_an_unreadable_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
 def test_unix_socket_addresses_need_an_absolute_path() -> None:
     good = {"address": "unix:///run/haproxy.sock", "backend": "b"}
     (pool,) = parse_pools(
-        json.dumps({"pools": [{"name": "p", "replicas": ["a", "b"], "haproxy": good}]}),
+        json.dumps({"pools": [{"name": "p", "replicas": ["r-a", "r-b"], "haproxy": good}]}),
         kind="json",
     )
     assert pool.haproxy is not None
     bad = {"address": "unix://relative.sock", "backend": "b"}
     with pytest.raises(PoolsFileError, match="absolute path"):
         parse_pools(
-            json.dumps({"pools": [{"name": "p", "replicas": ["a", "b"], "haproxy": bad}]}),
+            json.dumps({"pools": [{"name": "p", "replicas": ["r-a", "r-b"], "haproxy": bad}]}),
             kind="json",
         )
 

@@ -14,12 +14,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlencode
 
+from bastion.containers import CONTAINER_NAME
 from bastion.dockerproxy.errors import NotAllowlisted
 
 # The API version prefix Docker accepts in front of every path (`/v1.43/containers/…`).
 _VERSION = r"(?:/v[0-9]{1,2}\.[0-9]{1,3})?"
 # Docker's container name rule: the name group cannot hold `/`, `%` or a leading `.`.
-_NAME = r"(?P<name>[a-zA-Z0-9][a-zA-Z0-9_.-]+)"
+_NAME = rf"(?P<name>{CONTAINER_NAME.pattern})"
 
 _ANY = re.compile(r"[^\x00-\x1f\x7f]{0,4096}")
 _BOOL = re.compile(r"true|false|1|0")

@@ -14,15 +14,11 @@ from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bastion.config import StrictBool
+from bastion.containers import name_problem
 
 ENV_PREFIX = "BASTION_DOCKER_PROXY_"
 SECRET_FIELDS = ("token",)
 MIN_TOKEN_LENGTH = 32
-# Docker's own rule for container names (RestrictedNamePattern in the daemon).
-CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
-# Docker resolves /containers/{x} by full id, then by name, then by id *prefix*: an allowed
-# name made only of hex digits would also reach whichever container's id starts with it.
-_HEX_ONLY = re.compile(r"[0-9a-f]+")
 # Visible ASCII only: the token travels in a header, and whitespace in it is a copy error.
 _TOKEN_SHAPE = re.compile(r"[!-~]+")
 TLS_FIELDS = ("tls_cert_file", "tls_key_file", "tls_client_ca_file")
@@ -89,17 +85,7 @@ class DockerProxySettings(BaseSettings):
     @field_validator("allowed_containers")
     @classmethod
     def _docker_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
-        reasons = []
-        for name in names:
-            if not CONTAINER_NAME.fullmatch(name):
-                reasons.append(
-                    f"{name!r} is not a Docker container name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)"
-                )
-            elif _HEX_ONLY.fullmatch(name):
-                reasons.append(
-                    f"{name!r} has only hex digits, so Docker would also resolve it as the id "
-                    "prefix of another container; use a name with another character"
-                )
+        reasons = [problem for name in names if (problem := name_problem(name))]
         if reasons:
             raise ValueError("; ".join(reasons))
         return names

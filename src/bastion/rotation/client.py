@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from bastion.containers import CONTAINER_NAME
 from bastion.rotation.errors import (
     ContainerNotFound,
     DockerError,
@@ -27,7 +28,6 @@ from bastion.rotation.errors import (
     DockerRefused,
     DockerUnreachable,
 )
-from bastion.rotation.pools import CONTAINER_NAME
 
 CACHE_SECONDS = 2.0
 TIMEOUT_SECONDS = 10.0

@@ -25,10 +25,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bastion.containers import name_problem
 from bastion.errors import InvalidInput
 
 # Docker's own rule for container names, tightened to a length the database keeps.
-CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
 POOL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 # HAProxy backend and server names: letters, digits, '-', '_', '.', ':'.
 HAPROXY_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -93,8 +93,8 @@ class PoolConfig(BaseModel):
     @classmethod
     def _replicas(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for name in value:
-            if not CONTAINER_NAME.fullmatch(name):
-                raise ValueError(f"{name[:40]!r} is not a container name")
+            if problem := name_problem(name):
+                raise ValueError(problem)
         if len(set(value)) != len(value):
             raise ValueError("replica names must be unique")
         return value
