@@ -57,10 +57,11 @@ PAGES = {
     "logs": ("/logs", "Server log"),
     "settings": ("/settings", "Settings"),
 }
+# Reported to Python as they happen: a list kept in the page would start empty again on
+# every navigation, and a test visiting several pages would only see the last one's.
 COLLECT = """
-window.__violations = [];
 document.addEventListener('securitypolicyviolation',
-  (e) => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));
+  (e) => window.__reportViolation(e.violatedDirective + ' ' + e.blockedURI));
 """
 
 
@@ -161,13 +162,10 @@ class Watched:
     context: BrowserContext
     page: Page
     errors: list[str]
-
-    def violations(self) -> list[str]:
-        found: list[str] = self.page.evaluate("window.__violations")
-        return found
+    violations: list[str]
 
     def clean(self, *, allow: tuple[str, ...] = ()) -> None:
-        assert self.violations() == []
+        assert self.violations == []
         assert [e for e in self.errors if not any(a in e for a in allow)] == []
 
 
@@ -181,6 +179,8 @@ def sign_in(
     context = world.browser.new_context(
         viewport=viewport or {"width": 1280, "height": 800}, color_scheme=color_scheme
     )
+    violations: list[str] = []
+    context.expose_function("__reportViolation", lambda v: violations.append(v))
     context.add_init_script(COLLECT)
     page = context.new_page()
     errors: list[str] = []
@@ -197,7 +197,7 @@ def sign_in(
     page.fill("#captcha", world.server.last_captcha_answer())
     page.click("button[type=submit]")
     page.wait_for_url(world.server.url + "/")
-    return Watched(context, page, errors)
+    return Watched(context, page, errors, violations)
 
 
 def shot(page: Page, name: str) -> None:
