@@ -52,6 +52,7 @@ from bastion.execution.inline import InlineExecutor
 from bastion.execution.sandbox import Sandbox
 from bastion.runs.ledger import Ledger
 from bastion.runs.records import FINISHED, Trigger
+from bastion.triggers.gate import Gate, Origin, RunRequest
 from bastion.vault.credentials import Vault
 from bastion.workflows import graph as graphs
 from bastion.workflows import templates
@@ -98,7 +99,7 @@ async def prepared(url: str) -> Database:
 
 
 @asynccontextmanager
-async def inline_dispatcher(db: Database, concurrency: int) -> AsyncIterator[Dispatcher]:
+async def inline_gate(db: Database, concurrency: int) -> AsyncIterator[Gate]:
     keyring = Keyring(os.urandom(32))
     audit = AuditLog(db, keyring)
     ledger = Ledger(db)
@@ -118,20 +119,19 @@ async def inline_dispatcher(db: Database, concurrency: int) -> AsyncIterator[Dis
             engine, concurrency=concurrency, workspace_concurrency=concurrency
         )
         leases = asyncio.create_task(engine.keep_leases())  # as the server runs it
-        yield Dispatcher(db, ledger, executor, max_input_bytes=2**20)
+        # Runs start as every trigger starts them: the health guard and a run.start record.
+        yield Gate(Dispatcher(db, ledger, executor, max_input_bytes=2**20), audit)
         leases.cancel()
         await executor.stop()
 
 
-async def batch(
-    db: Database, dispatcher: Dispatcher, workflow: Workflow, count: int
-) -> dict[str, Any]:
+async def batch(db: Database, gate: Gate, workflow: Workflow, count: int) -> dict[str, Any]:
     """Accept `count` runs from CALLERS concurrent callers; wait for all to finish."""
     numbers = iter(range(count))
 
     async def caller() -> None:
         for n in numbers:
-            await dispatcher.dispatch(workflow, trigger=Trigger.API, actor="bench", data={"n": n})
+            await start(gate, workflow, n)
 
     started = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(CALLERS)))
@@ -165,10 +165,15 @@ async def batch(
     }
 
 
-async def timed_run(db: Database, dispatcher: Dispatcher, workflow: Workflow) -> float:
+async def start(gate: Gate, workflow: Workflow, n: int) -> Run:
+    [run] = await gate.start(workflow, [RunRequest({"n": n})], Origin(Trigger.API, "bench"))
+    return run
+
+
+async def timed_run(db: Database, gate: Gate, workflow: Workflow) -> float:
     """Seconds from dispatch to a finished status, polled every 2 ms."""
     started = time.perf_counter()
-    run = await dispatcher.dispatch(workflow, trigger=Trigger.API, actor="bench", data={"n": 1})
+    run = await start(gate, workflow, 1)
     while True:
         async with db.session() as session:
             status = await session.scalar(select(Run.status).where(Run.id == run.id))
@@ -177,27 +182,25 @@ async def timed_run(db: Database, dispatcher: Dispatcher, workflow: Workflow) ->
         await asyncio.sleep(0.002)
 
 
-async def one_at_a_time(
-    db: Database, dispatcher: Dispatcher, workflow: Workflow, count: int
-) -> dict[str, Any]:
+async def one_at_a_time(db: Database, gate: Gate, workflow: Workflow, count: int) -> dict[str, Any]:
     """Latency without queueing: each run dispatched after the previous one finished."""
-    return percentiles([await timed_run(db, dispatcher, workflow) for _ in range(count)])
+    return percentiles([await timed_run(db, gate, workflow) for _ in range(count)])
 
 
 async def inline_runs(url: str, count: int) -> tuple[dict[str, Any], dict[str, Any]]:
     db = await prepared(url)
     try:
-        async with inline_dispatcher(db, concurrency=64) as dispatcher:
+        async with inline_gate(db, concurrency=64) as gate:
             workflows = Workflows(db)
             warm = await workflows.create(1, "warm", "", graphs.parse(THREE), "bench")
-            await batch(db, dispatcher, warm, 200)
+            await batch(db, gate, warm, 200)
             three = await workflows.create(1, "three", "", graphs.parse(THREE), "bench")
-            measured = await batch(db, dispatcher, three, count)
+            measured = await batch(db, gate, three, count)
             alone = await workflows.create(1, "alone", "", graphs.parse(THREE), "bench")
-            measured["unloaded"] = await one_at_a_time(db, dispatcher, alone, 200)
+            measured["unloaded"] = await one_at_a_time(db, gate, alone, 200)
             chain = await workflows.create(1, "chain", "", graphs.parse(CHAIN), "bench")
-            await batch(db, dispatcher, chain, 1)  # warm: compile and cache
-            walls = [await timed_run(db, dispatcher, chain) for _ in range(5)]
+            await batch(db, gate, chain, 1)  # warm: compile and cache
+            walls = [await timed_run(db, gate, chain) for _ in range(5)]
     finally:
         await db.dispose()
     wall = sorted(walls)[len(walls) // 2]
@@ -290,7 +293,10 @@ async def celery_runs(url: str, redis_url: str, root: Path, count: int) -> dict[
         "BASTION_REDIS_URL": redis_url,
     }
     executor = CeleryExecutor(celery_app(redis_url))
-    dispatcher = Dispatcher(db, Ledger(db), executor, max_input_bytes=2**20)
+    gate = Gate(
+        Dispatcher(db, Ledger(db), executor, max_input_bytes=2**20),
+        AuditLog(db, Keyring(os.urandom(32))),
+    )
     worker = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "bastion", "worker", "--concurrency", "2"],
         env=env,
@@ -301,11 +307,11 @@ async def celery_runs(url: str, redis_url: str, root: Path, count: int) -> dict[
     try:
         workflows = Workflows(db)
         warm = await workflows.create(1, "warm", "", graphs.parse(THREE), "bench")
-        await batch(db, dispatcher, warm, 100)  # also waits until the worker is up
+        await batch(db, gate, warm, 100)  # also waits until the worker is up
         three = await workflows.create(1, "three", "", graphs.parse(THREE), "bench")
-        measured = await batch(db, dispatcher, three, count)
+        measured = await batch(db, gate, three, count)
         alone = await workflows.create(1, "alone", "", graphs.parse(THREE), "bench")
-        measured["unloaded"] = await one_at_a_time(db, dispatcher, alone, 100)
+        measured["unloaded"] = await one_at_a_time(db, gate, alone, 100)
         return measured
     finally:
         worker.terminate()  # the main process only: its pool finishes and exits

@@ -22,6 +22,7 @@ from bastion.execution.inline import InlineExecutor
 from bastion.execution.sandbox import Sandbox, SandboxLimits
 from bastion.runs.ledger import Ledger
 from bastion.runs.records import FINISHED, Status, Trigger, new_run_id
+from bastion.triggers.gate import Gate, Origin, RunRequest
 from bastion.vault.credentials import Vault
 from bastion.workflows import graph as graphs
 from bastion.workflows.egress import DEFAULT_DENY, EgressPolicy
@@ -46,9 +47,13 @@ class Harness:
         return await self.workflows.create(workspace, name, "", graphs.parse(graph), "user:olive")
 
     async def start(self, workflow: Workflow, data: Any = None) -> Run:
-        return await self.dispatcher.dispatch(
-            workflow, trigger=Trigger.MANUAL, actor="user:olive", data=data or {}
-        )
+        # Stored without the gate's health guard (`checked`): these tests prove the
+        # engine's own checks, as for a credential that turns unhealthy after acceptance.
+        gate, origin = Gate(self.dispatcher, self.audit), Origin(Trigger.MANUAL, "user:olive")
+        run = gate.build(workflow, RunRequest(data or {}), origin)
+        await self.dispatcher.ledger.write(lambda s: gate.store(s, [(run, origin)], checked=True))
+        await self.dispatcher.submit([run])
+        return run
 
     async def until(self, done: Callable[[Run], bool], run_id: str, timeout: float = 20.0) -> Run:
         async with asyncio.timeout(timeout):

@@ -24,7 +24,9 @@ import redis
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from bastion.audit.log import AuditLog
 from bastion.config import Settings
+from bastion.crypto.keyring import Keyring
 from bastion.db import Database
 from bastion.db import migrate as migrations
 from bastion.db.tables import Run, RunStep, Workflow, Workspace
@@ -39,6 +41,7 @@ from bastion.execution.engine import Engine
 from bastion.execution.factory import executor_of
 from bastion.runs.ledger import Ledger
 from bastion.runs.records import FINISHED, Status, Trigger
+from bastion.triggers.gate import Gate, Origin, RunRequest
 from bastion.workflows import graph as graphs
 from bastion.workflows.store import Workflows
 from tests.execution.test_engine import THREE
@@ -75,6 +78,7 @@ class Deployment:
     workflows: Workflows
     executor: CeleryExecutor
     dispatcher: Dispatcher
+    audit: AuditLog
     workers: list[tuple[subprocess.Popen[bytes], Path]] = field(default_factory=list)
 
     def start_worker(self, *workspaces: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
@@ -126,9 +130,10 @@ class Deployment:
         return await self.workflows.create(workspace, name, "", graphs.parse(graph), "user:olive")
 
     async def start(self, workflow: Workflow, data: Any = None) -> Run:
-        return await self.dispatcher.dispatch(
-            workflow, trigger=Trigger.MANUAL, actor="user:olive", data=data or {}
+        [run] = await Gate(self.dispatcher, self.audit).start(
+            workflow, [RunRequest(data or {})], Origin(Trigger.MANUAL, "user:olive")
         )
+        return run
 
     async def run(self, run_id: str) -> Run:
         async with self.db.session() as session:
@@ -202,6 +207,7 @@ async def deployment(
         Workflows(db),
         executor,
         Dispatcher(db, ledger, executor, max_input_bytes=64 * 1024),
+        AuditLog(db, Keyring(os.urandom(32))),
     )
     try:
         yield deployment

@@ -29,7 +29,7 @@ from bastion.execution.inline import InlineExecutor
 from bastion.execution.sandbox import Sandbox
 from bastion.runs.ledger import Ledger
 from bastion.runs.records import FINISHED, Status, Trigger
-from bastion.triggers.gate import Gate
+from bastion.triggers.gate import Gate, Origin, RunRequest
 from bastion.triggers.retry import DEFAULT_RETRY_ON, RetryPlanner, RetryPolicies, RetrySettings
 from bastion.triggers.scheduler import Scheduler
 from bastion.vault.credentials import Vault
@@ -64,9 +64,10 @@ class Stack:
         return workflow
 
     async def start(self, workflow: Workflow) -> Run:
-        return await self.dispatcher.dispatch(
-            workflow, trigger=Trigger.MANUAL, actor="user:olive", data={"n": 1}
+        [run] = await Gate(self.dispatcher, self.audit).start(
+            workflow, [RunRequest({"n": 1})], Origin(Trigger.MANUAL, "user:olive")
         )
+        return run
 
     async def get(self, run_id: str) -> Run:
         async with self.db.session() as session:

@@ -96,22 +96,6 @@ class Dispatcher:
         for run in runs:
             await self.executor.submit(run.id, run.workspace_id)
 
-    async def dispatch(
-        self,
-        workflow: Workflow,
-        *,
-        trigger: Trigger,
-        actor: str,
-        data: Any,
-        version: int | None = None,
-    ) -> Run:
-        """Accept a run with no checks: durable once this returns, executed soon after.
-        Triggers go through triggers.gate, which adds the health guard and the audit."""
-        run = self.new_run(workflow, trigger=trigger, actor=actor, data=data, version=version)
-        await self.ledger.write(lambda s: records.accept(s, run))
-        await self.submit([run])
-        return run
-
     async def cancel(self, run_id: str) -> tuple[Run | None, int]:
         """Cancel a run and its pending retries: the run (None if unknown) and how many
         retries were cancelled."""

@@ -24,7 +24,6 @@ from bastion.db.tables import RetryPolicy, Run
 from bastion.db.types import utcnow
 from bastion.runs import records
 from bastion.runs.records import Status, Trigger
-from bastion.triggers.errors import InvalidTrigger
 from bastion.workflows.errors import Failure
 
 MAX_ATTEMPTS = 100
@@ -156,8 +155,3 @@ class RetryPlanner:
                 },
             ),
         )
-
-
-def check(settings: RetrySettings) -> None:
-    if settings.max_attempts > MAX_ATTEMPTS:  # pydantic says so too; kept for the CLI
-        raise InvalidTrigger(f"max_attempts must be at most {MAX_ATTEMPTS}")
