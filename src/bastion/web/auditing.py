@@ -12,6 +12,29 @@ from bastion.logs import request_id
 from bastion.web.middleware.client_ip import client_ip
 
 
+def event(
+    request: Request,
+    action: str,
+    actor: str,
+    *,
+    target: str = "",
+    outcome: str = "success",
+    reason: str = "",
+    details: Mapping[str, Any] | None = None,
+) -> Event:
+    """An audit event naming the caller's address and the request id."""
+    return Event(
+        action=action,
+        actor=actor,
+        target=target,
+        outcome=outcome,
+        reason=reason,
+        client_ip=client_ip(request),
+        request_id=request_id.get(),
+        details=details or {},
+    )
+
+
 async def record(
     request: Request,
     action: str,
@@ -24,14 +47,13 @@ async def record(
 ) -> None:
     """In its own transaction; in fail-closed mode a lost record refuses the request."""
     await request.state.services.audit.record(
-        Event(
-            action=action,
-            actor=actor,
+        event(
+            request,
+            action,
+            actor,
             target=target,
             outcome=outcome,
             reason=reason,
-            client_ip=client_ip(request),
-            request_id=request_id.get(),
-            details=details or {},
+            details=details,
         )
     )

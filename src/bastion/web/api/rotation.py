@@ -24,7 +24,6 @@ from bastion.accounts.rbac import Permission, Principal
 from bastion.audit.chain import Event
 from bastion.db.tables import RotationHistory
 from bastion.errors import NotFound, PermissionDenied
-from bastion.logs import request_id
 from bastion.rotation.controls import Action, Control
 from bastion.rotation.errors import TransitionRefused
 from bastion.rotation.pools import PoolConfig
@@ -205,12 +204,11 @@ async def act(pool: str, body: ActionRequest, principal: SignedIn, request: Requ
     action = f"rotation.{body.action.value}"
 
     def accepted(after: Control) -> Event:
-        return Event(
+        return auditing.event(
+            request,
             action,
             actor,
             target=f"pool:{pool}",
-            client_ip=client_ip(request),
-            request_id=request_id.get(),
             details={
                 "force": body.force,
                 "state": after.state.value,

@@ -36,6 +36,16 @@ def actor_of(principal: Principal) -> str:
     return actor if principal.token_id is None else f"{actor} (token {principal.token_id})"
 
 
+def origin_of(request: Request, principal: Principal) -> Origin:
+    """Runs a caller starts by hand: through the API with a token, else the console."""
+    return Origin(
+        Trigger.API if principal.token_id is not None else Trigger.MANUAL,
+        actor_of(principal),
+        client_ip=client_ip(request),
+        request_id=request_id.get(),
+    )
+
+
 class RunOut(BaseModel):
     id: str
     workspace_id: int
@@ -174,12 +184,7 @@ async def replay(run_id: str, principal: SignedIn, request: Request) -> RunOut:
     run = await run_for(request, principal, run_id, Permission.DISPATCH_RUNS)
     services = request.state.services
     workflow = await services.workflows.get(run.workflow_id)
-    origin = Origin(
-        Trigger.API if principal.token_id is not None else Trigger.MANUAL,
-        actor_of(principal),
-        client_ip=client_ip(request),
-        request_id=request_id.get(),
-    )
+    origin = origin_of(request, principal)
     request_ = RunRequest(json.loads(run.input), run.version, f"replay of {run.id}")
     (replayed,) = await services.gate.start(workflow, [request_], origin)
     return RunOut.of(replayed)

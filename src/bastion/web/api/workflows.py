@@ -14,13 +14,10 @@ from pydantic import BaseModel, Field
 
 from bastion.accounts.rbac import Permission, Principal
 from bastion.db.tables import Workflow, WorkflowVersion
-from bastion.logs import request_id
-from bastion.runs.records import Trigger
-from bastion.triggers.gate import Origin, RunRequest
+from bastion.triggers.gate import RunRequest
 from bastion.web import auditing
 from bastion.web.api.principals import Requires, authorize_in
-from bastion.web.api.runs import RunOut, actor_of
-from bastion.web.middleware.client_ip import client_ip
+from bastion.web.api.runs import RunOut, actor_of, origin_of
 from bastion.workflows import graph as graphs
 from bastion.workflows.store import MAX_DESCRIPTION, NAME_PATTERN
 
@@ -170,12 +167,7 @@ async def _start(
     workflow = await workflow_for(request, principal, workflow_id, Permission.DISPATCH_RUNS)
     for version in sorted({run.version for run in runs if run.version is not None}):
         await services.workflows.version(workflow.id, version)
-    origin = Origin(
-        Trigger.API if principal.token_id is not None else Trigger.MANUAL,
-        actor_of(principal),
-        client_ip=client_ip(request),
-        request_id=request_id.get(),
-    )
+    origin = origin_of(request, principal)
     requests = [RunRequest(run.input, run.version, run.reason.strip()) for run in runs]
     started = await services.gate.start(workflow, requests, origin)
     return [RunOut.of(run) for run in started]
