@@ -33,13 +33,11 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,7 +45,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from bench.harness import ROOT, SERVER_CPU, bastion_server, emit, free_port, usable_cpu
+from bench.harness import ROOT, SERVER_CPU, bastion_server, emit, free_port, pin_to
 from bench.webhooks import ONE_NODE, api_token
 
 TARGET_P99_MS = 100.0
@@ -268,12 +266,6 @@ def floor_child(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _pinned(cpu: int | None) -> Callable[[], None] | None:
-    if cpu is None:
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
-
-
 def run_floor(tmp: Path, count: int) -> dict[str, Any]:
     due = math.ceil(time.time()) + 2.0
     spec = {"path": str(tmp / "floor.db"), "due": due, "count": count}
@@ -284,7 +276,7 @@ def run_floor(tmp: Path, count: int) -> dict[str, Any]:
         timeout=60,
         check=False,
         cwd=ROOT,
-        preexec_fn=_pinned(usable_cpu(SERVER_CPU)),
+        preexec_fn=pin_to(SERVER_CPU),
     )
     if done.returncode != 0:
         raise RuntimeError(f"floor failed ({done.returncode}):\n{done.stderr[-2000:]}")

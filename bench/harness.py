@@ -56,7 +56,7 @@ def usable_cpu(cpu: int | None) -> int | None:
     return cpu if cpu in allowed and len(allowed) > 1 else None
 
 
-def _pin_to(cpu: int | None) -> Callable[[], None] | None:
+def pin_to(cpu: int | None) -> Callable[[], None] | None:
     """A preexec_fn pinning the child before exec, so every thread it starts inherits it."""
     usable = usable_cpu(cpu)
     if usable is None:
@@ -137,7 +137,7 @@ class ServerProcess:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_pin_to(self.cpu),
+            preexec_fn=pin_to(self.cpu),
             start_new_session=True,  # its own group, so stop() reaches any children too
         )
         deadline = time.monotonic() + self.timeout
@@ -307,7 +307,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _lua_string(value: str | bytes) -> str:
+def lua_string(value: str | bytes) -> str:
     raw = value.encode() if isinstance(value, str) else value
     return (
         '"'
@@ -347,11 +347,11 @@ end
 def _wrk_script(
     method: str, body: str | bytes | None, headers: Mapping[str, str] | None, script: str | None
 ) -> str:
-    lines = [f"wrk.method = {_lua_string(method)}"]
+    lines = [f"wrk.method = {lua_string(method)}"]
     if body is not None:
-        lines.append(f"wrk.body = {_lua_string(body)}")
+        lines.append(f"wrk.body = {lua_string(body)}")
     for name, value in (headers or {}).items():
-        lines.append(f"wrk.headers[{_lua_string(name)}] = {_lua_string(value)}")
+        lines.append(f"wrk.headers[{lua_string(name)}] = {lua_string(value)}")
     # A caller's script may set request()/response()/delay(); setup() and done() are ours.
     return "\n".join(lines) + "\n" + (script or "") + "\n" + _WRK_REPORT
 
@@ -382,7 +382,7 @@ def _run_pinned(argv: list[str], timeout: float, cwd: Path | None = None) -> str
         timeout=timeout,
         check=False,
         cwd=cwd,
-        preexec_fn=_pin_to(LOAD_CPU),
+        preexec_fn=pin_to(LOAD_CPU),
     )
     if done.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed ({done.returncode}):\n{done.stderr[-2000:]}")

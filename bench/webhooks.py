@@ -45,14 +45,13 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from datetime import timedelta
@@ -74,7 +73,9 @@ from bench.harness import (
     bastion_server,
     emit,
     free_port,
+    lua_string,
     median_result,
+    pin_to,
     run_wrk,
     usable_cpu,
 )
@@ -108,22 +109,13 @@ def signed_body(n: int) -> tuple[bytes, str]:
     return body, "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
 
 
-def _lua_string(raw: bytes | str) -> str:
-    data = raw.encode() if isinstance(raw, str) else raw
-    return (
-        '"'
-        + "".join(f"\\{b:03d}" if b < 32 or b > 126 or b in b'"\\' else chr(b) for b in data)
-        + '"'
-    )
-
-
 def wrk_script() -> str:
     """Lua: cycle through BODIES pre-signed bodies; a delivery id never sent before on
     every request (a random per-process prefix and a counter); count statuses."""
     entries = []
     for n in range(BODIES):
         body, signature = signed_body(n)
-        entries.append(f"{{{_lua_string(body)}, {_lua_string(signature)}}}")
+        entries.append(f"{{{lua_string(body)}, {lua_string(signature)}}}")
     return (
         "local signed = {\n"
         + ",\n".join(entries)
@@ -465,12 +457,6 @@ async def paced_client(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _pinned(cpu: int | None) -> Callable[[], None] | None:
-    if cpu is None:
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
-
-
 def run_paced(
     url: str, rate: float, seconds: float, connections: int, server_pid: int
 ) -> dict[str, Any]:
@@ -486,7 +472,7 @@ def run_paced(
         timeout=min(seconds, MAX_PACED_SECONDS) + 120,
         check=False,
         cwd=ROOT,
-        preexec_fn=_pinned(usable_cpu(LOAD_CPU)),
+        preexec_fn=pin_to(LOAD_CPU),
     )
     if done.returncode != 0:
         raise RuntimeError(f"paced client failed ({done.returncode}):\n{done.stderr[-2000:]}")
