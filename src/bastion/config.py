@@ -73,10 +73,32 @@ def decode_master_key(encoded: str) -> bytes:
         ) from None
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True, frozen=True
-    )
+class MergedSettings(BaseSettings):
+    """Settings built only from values a loader has already merged (the environment,
+    `.env` and the _FILE variants): the server's, and the docker proxy's."""
+
+    model_config = SettingsConfigDict(extra="ignore", hide_input_in_errors=True, frozen=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Reading os.environ again here would undo the loader's choices.
+        return (init_settings,)
+
+    @field_validator("log_level", mode="before", check_fields=False)
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class Settings(MergedSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
 
     data_dir: Path = Path("bastion-data")
     database_url: SecretStr | None = None
@@ -142,24 +164,6 @@ class Settings(BaseSettings):
     rotation_docker_ca_file: Path | None = None
     rotation_docker_cert_file: Path | None = None  # client certificate, for mutual TLS
     rotation_docker_key_file: Path | None = None
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # load_settings() has already merged the environment, `.env` and the _FILE
-        # variants; reading os.environ again here would undo its choices.
-        return (init_settings,)
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper_level(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
 
     @field_validator("timezone")
     @classmethod

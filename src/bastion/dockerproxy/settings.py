@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from bastion.config import StrictBool
+from bastion.config import MergedSettings, StrictBool
 from bastion.containers import name_problem
 
 ENV_PREFIX = "BASTION_DOCKER_PROXY_"
@@ -33,10 +33,8 @@ def _split_names(value: object) -> object:
 ContainerNames = Annotated[tuple[str, ...], BeforeValidator(_split_names)]
 
 
-class DockerProxySettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True, frozen=True
-    )
+class DockerProxySettings(MergedSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
 
     token: SecretStr | None = None
     host: str = "127.0.0.1"
@@ -50,23 +48,6 @@ class DockerProxySettings(BaseSettings):
     acknowledge_plain_tcp: StrictBool = False
     upstream_timeout_seconds: int = Field(default=300, ge=1, le=24 * 3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # loading.py has already merged the environment, `.env` and the _FILE variant.
-        return (init_settings,)
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper_level(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
 
     @field_validator("token")
     @classmethod
