@@ -374,40 +374,20 @@ class Vault:
         return fields
 
     async def resolve(self, context: AccessContext, credential_id: str) -> dict[str, Secret]:
-        """Run-time use by a workflow: scope-checked, blocked when unhealthy, audited.
-
-        The hot path of every run: one query for the credential and its current fields,
-        the audit append, one transaction, all on one worker thread. A refusal leaves
-        the transaction first, so its audit record is not rolled back with it.
-        """
-
-        def work(session: Session) -> dict[str, Secret] | str:
-            rows = session.execute(_CURRENT_FIELDS, {"credential_id": credential_id}).all()
-            if not rows:
-                raise CredentialNotFound(f"no credential {credential_id[:40]!r}")
-            credential = rows[0][0]
-            refusal = _refusal(credential, context, None)
-            if refusal is not None:
-                return refusal
-            if credential.health == "unhealthy":
-                raise CredentialBlocked(
-                    f"credential {credential.name!r} is unhealthy: {credential.health_reason}"
-                )
-            fields = self._decrypt(field for _, field in rows)
-            event = self.event("use", context, credential_id, name=credential.name)
-            self.audit.append_blocking(session, event)
-            return fields
-
-        outcome = await self.db.write_in_thread(work)
-        if isinstance(outcome, str):
-            await self.deny(context, "use", credential_id, outcome, None)
-        return outcome
+        """Run-time use by a workflow: scope-checked, blocked when unhealthy, audited."""
+        return (await self.resolve_recent(context, credential_id, timedelta(0)))[0]
 
     async def resolve_recent(
         self, context: AccessContext, credential_id: str, grace: timedelta
     ) -> list[dict[str, Secret]]:
-        """resolve(), plus the replaced version when the rotation was less than `grace`
-        ago (newest first): a verifier accepts both while senders switch to the new one."""
+        """The current fields, plus the replaced version's when the rotation was less than
+        `grace` ago (newest first): a verifier accepts both while senders switch over.
+
+        The hot path of every run (through resolve, grace 0): one query for the credential
+        and its current fields, the audit append, one transaction, all on one worker
+        thread. A refusal leaves the transaction first, so its audit record is not rolled
+        back with it.
+        """
 
         def work(session: Session) -> list[dict[str, Secret]] | str:
             rows = session.execute(_CURRENT_FIELDS, {"credential_id": credential_id}).all()
@@ -431,9 +411,8 @@ class Vault:
                 ).all()
                 if previous:
                     versions.append(self._decrypt(previous))
-            event = self.event(
-                "use", context, credential_id, name=credential.name, versions=len(versions)
-            )
+            counted: dict[str, Any] = {"versions": len(versions)} if grace else {}
+            event = self.event("use", context, credential_id, name=credential.name, **counted)
             self.audit.append_blocking(session, event)
             return versions
 
