@@ -153,15 +153,17 @@ def _runs(
     rng: random.Random, workspace_id: int, workflow_ids: list[str], count: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """`count` runs created over the last 24 hours, oldest first, and 3 steps each."""
+    from bastion.runs.records import new_run_id
+
     now = datetime.now(UTC)
     start_ms = int((now - timedelta(hours=24)).timestamp() * 1000)
     end_ms = int(now.timestamp() * 1000) - 60_000
     stamps = sorted(rng.randrange(start_ms, end_ms) for _ in range(count))
     runs, steps = [], []
     for ms in stamps:
-        run_id = f"{ms:012x}{secrets.token_hex(10)}"
-        status = rng.choices([s for s, _ in STATUSES], [w for _, w in STATUSES])[0]
         queued = datetime.fromtimestamp(ms / 1000, UTC)
+        run_id = new_run_id(queued)
+        status = rng.choices([s for s, _ in STATUSES], [w for _, w in STATUSES])[0]
         finished = queued + timedelta(milliseconds=rng.randrange(5, 3000))
         failed = status == "failed"
         runs.append(

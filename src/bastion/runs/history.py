@@ -11,6 +11,7 @@ from sqlalchemy import select
 from bastion.db import Database
 from bastion.db.tables import Run, RunStep
 from bastion.errors import NotFound
+from bastion.runs.records import id_at
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,6 @@ async def steps(db: Database, run_id: str, *, after: int = 0) -> Sequence[RunSte
             .order_by(RunStep.seq)
         )
         return found.all()
-
-
-def id_at(moment: datetime) -> str:
-    """The smallest run id made at `moment` or later: run ids start with their creation
-    time in milliseconds, so a time range is an id range on an index."""
-    return f"{int(moment.timestamp() * 1000):012x}"
 
 
 @dataclass(frozen=True)

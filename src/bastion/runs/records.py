@@ -51,9 +51,23 @@ class Trigger(StrEnum):
 ERROR_LIMIT = 2000
 
 
-def new_run_id() -> str:
+def new_run_id(at: datetime | None = None) -> str:
     """48 bits of milliseconds then 80 random bits: ids sort by time, so they page by key."""
-    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+    return _millis(time.time_ns() // 1_000_000 if at is None else _ms(at)) + secrets.token_hex(10)
+
+
+def id_at(moment: datetime) -> str:
+    """The smallest run id made at `moment` or later: run ids start with their creation
+    time in milliseconds, so a time range is an id range on an index."""
+    return _millis(_ms(moment))
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _millis(ms: int) -> str:
+    return f"{ms:012x}"
 
 
 def to_json(value: Any, *, limit: int, what: str) -> str:

@@ -14,8 +14,7 @@ from sqlalchemy import case, func, literal, select
 
 from bastion.db import Database
 from bastion.db.tables import Run
-from bastion.runs.history import id_at
-from bastion.runs.records import Status
+from bastion.runs.records import Status, id_at
 
 MAX_HOURS = 24 * 7
 

@@ -24,6 +24,7 @@ from starlette.responses import RedirectResponse, Response
 from bastion.accounts.rbac import Permission, Principal
 from bastion.accounts.workspaces import list_workspaces, roles_of
 from bastion.errors import InvalidInput, NotFound
+from bastion.runs.records import Status
 from bastion.web.access import declare
 from bastion.web.auth.guard import current_session
 from bastion.web.auth.sessions import Session
@@ -41,7 +42,7 @@ NAV = [
     ("/logs", "Logs"),
     ("/settings", "Settings"),
 ]
-STATUSES = ("scheduled", "queued", "running", "succeeded", "failed", "cancelled", "blocked")
+STATUSES = tuple(Status)
 
 
 @dataclass(frozen=True)
