@@ -1,10 +1,19 @@
 """The error vocabulary shared by every package; web/errors.py maps it onto HTTP answers."""
 
 from collections.abc import Sequence
+from typing import Any
 
 
 class BastionError(Exception):
     """Base of every error Bastion raises on purpose."""
+
+    def headers(self) -> dict[str, str]:
+        """Protocol headers the answer must carry (Retry-After, Allow)."""
+        return {}
+
+    def details(self) -> dict[str, Any]:
+        """Fields the answer carries besides the message; never secret values."""
+        return {}
 
 
 class InvalidInput(BastionError):
@@ -36,6 +45,9 @@ class MethodNotAllowed(BastionError):
         super().__init__(message)
         self.allowed = list(allowed)
 
+    def headers(self) -> dict[str, str]:
+        return {"Allow": ", ".join(self.allowed)}
+
 
 class PayloadTooLarge(BastionError):
     pass
@@ -53,3 +65,6 @@ class TooManyRequests(BastionError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bastion.errors import InvalidInput, Unauthenticated, Unprocessable
 
 
@@ -22,3 +24,6 @@ class DispatchBlocked(Unprocessable):
             "unhealthy credentials block this workflow: " + ", ".join(sorted(credentials))
         )
         self.credentials = sorted(credentials)
+
+    def details(self) -> dict[str, Any]:
+        return {"credentials": self.credentials}  # names only, so the caller can fix them

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from starlette.applications import Starlette
@@ -24,7 +25,6 @@ from bastion.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from bastion.triggers.errors import DispatchBlocked
 
 log = logging.getLogger("bastion.http")
 
@@ -58,21 +58,11 @@ def error_body(code: str, message: str) -> dict[str, str]:
     return {"error": code, "message": message}
 
 
-def _headers(exc: Exception) -> dict[str, str]:
-    if isinstance(exc, TooManyRequests):
-        return {"Retry-After": str(exc.retry_after)}
-    if isinstance(exc, MethodNotAllowed):
-        return {"Allow": ", ".join(exc.allowed)}
-    return {}
-
-
 async def _bastion_error(request: Request, exc: Exception) -> JSONResponse:
     for kind, status, code in _STATUS:
         if isinstance(exc, kind):
-            body = error_body(code, str(exc))
-            if isinstance(exc, DispatchBlocked):
-                body["credentials"] = exc.credentials  # type: ignore[assignment]
-            return JSONResponse(body, status_code=status, headers=_headers(exc))
+            body: dict[str, Any] = {**exc.details(), **error_body(code, str(exc))}
+            return JSONResponse(body, status_code=status, headers=exc.headers())
     log.error("unmapped %s: %s", type(exc).__name__, exc)
     return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
 
