@@ -6,13 +6,11 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
-from starlette.exceptions import HTTPException
 from starlette.responses import StreamingResponse
 
-from bastion.accounts.rbac import Principal
 from bastion.audit import search as audit_search
 from bastion.audit.chain import checkpoint_from, hash_value, to_json
 from bastion.audit.export import as_record, latest_checkpoints
@@ -20,18 +18,9 @@ from bastion.audit.verify import verify
 from bastion.config import Settings
 from bastion.db.tables import AuditEvent
 from bastion.web import auditing
-from bastion.web.api.principals import Requires
+from bastion.web.api.principals import Admin
 
 router = APIRouter(prefix="/audit", tags=["audit"])
-
-
-async def _admin(principal: Annotated[Principal, Depends(Requires("signed-in"))]) -> Principal:
-    if not principal.is_admin:
-        raise HTTPException(403, "administrators only")
-    return principal
-
-
-Admin = Annotated[Principal, Depends(_admin)]
 
 
 @router.get("/events")

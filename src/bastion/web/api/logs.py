@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 
 from bastion import logview
-from bastion.web.api.audit import Admin
+from bastion.web.api.principals import Admin
 
 router = APIRouter(tags=["logs"])
 

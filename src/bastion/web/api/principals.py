@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.exceptions import HTTPException
 
 from bastion.accounts.rbac import Permission, Principal
@@ -92,3 +93,12 @@ def authorize_in(
         raise NotFound(f"no {what}")
     if not principal.can(permission, workspace_id):
         raise PermissionDenied(f"missing permission {permission.value}")
+
+
+async def _admin(principal: Annotated[Principal, Depends(Requires("signed-in"))]) -> Principal:
+    if not principal.is_admin:
+        raise HTTPException(403, "administrators only")
+    return principal
+
+
+Admin = Annotated[Principal, Depends(_admin)]

@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from bastion.accounts.rbac import Principal
 from bastion.accounts.users import list_users
 from bastion.db.tables import User
 from bastion.web import auditing
-from bastion.web.api.principals import Requires
+from bastion.web.api.principals import Admin
 
 router = APIRouter(prefix="/users", tags=["users"])
 security_log = logging.getLogger("bastion.security.api")
-
-
-async def _admin(principal: Annotated[Principal, Depends(Requires("signed-in"))]) -> Principal:
-    if not principal.is_admin:
-        raise HTTPException(403, "administrators only")
-    return principal
-
-
-Admin = Annotated[Principal, Depends(_admin)]
 
 
 class UserOut(BaseModel):
