@@ -286,3 +286,16 @@ def test_bastions_own_listeners_are_always_outside_the_egress_policy(
     policy = egress_policy(load_settings(env).settings)
     internal = {(str(e.network), e.port) for e in policy.internal}
     assert internal == {("127.0.0.1/32", 8443), ("127.0.0.1/32", 6390)}
+
+
+def test_a_setting_that_is_a_path_may_end_in_file(base_env: dict[str, str]) -> None:
+    # ..._FILE used to be skipped as a secret's file variant, which silently dropped
+    # BASTION_AUDIT_SYSLOG_CA_FILE.
+    env = {**base_env, "BASTION_AUDIT_SYSLOG_CA_FILE": "/etc/ssl/certs/ca.pem"}
+    loaded = load_settings(env)
+    assert loaded.settings.audit_syslog_ca_file == Path("/etc/ssl/certs/ca.pem")
+    assert loaded.warnings == []
+    typo = load_settings({**base_env, "BASTION_AUDIT_SYSLOG_CA_FIEL": "x"})
+    assert [str(w).split(":")[0] for w in typo.warnings] == [
+        "BST-W002 BASTION_AUDIT_SYSLOG_CA_FIEL"
+    ]

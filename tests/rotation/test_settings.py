@@ -113,16 +113,3 @@ def test_tls_files_need_https_a_readable_file_and_come_in_pairs(
     assert problems_of(env) == [
         f"BST-E023 BASTION_ROTATION_DOCKER_KEY_FILE: cannot read {tmp_path / 'missing.key'}"
     ]
-
-
-def test_a_setting_that_is_a_path_may_end_in_file(base_env: dict[str, str]) -> None:
-    # ..._FILE used to be skipped as a secret's file variant, which silently dropped
-    # BASTION_AUDIT_SYSLOG_CA_FILE.
-    env = {**base_env, "BASTION_AUDIT_SYSLOG_CA_FILE": "/etc/ssl/certs/ca.pem"}
-    loaded = load_settings(env)
-    assert loaded.settings.audit_syslog_ca_file == Path("/etc/ssl/certs/ca.pem")
-    assert loaded.warnings == []
-    typo = load_settings({**base_env, "BASTION_AUDIT_SYSLOG_CA_FIEL": "x"})
-    assert [str(w).split(":")[0] for w in typo.warnings] == [
-        "BST-W002 BASTION_AUDIT_SYSLOG_CA_FIEL"
-    ]
