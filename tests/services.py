@@ -19,9 +19,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
+T = TypeVar("T")
 REQUIRE_SERVICES = os.environ.get("BASTION_REQUIRE_SERVICES") == "1"
 
 
@@ -38,11 +40,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> None:
+def wait_until(check: Callable[[], T], *, timeout: float, what: str) -> T:
+    """Poll `check` until it answers something truthy, and return that."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
-            return
+        if found := check():
+            return found
         time.sleep(0.05)
     raise TimeoutError(f"{what} did not become ready within {timeout} s")
 

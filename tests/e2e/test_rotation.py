@@ -27,7 +27,7 @@ from tests.dockerproxy.conftest import TOKEN, ProxyProcess, run_proxy
 from tests.e2e.conftest import ARTIFACTS
 from tests.e2e.test_durable_runs import Deployment, api, prepared, serving
 from tests.haproxy import HAProxyServer
-from tests.services import free_port
+from tests.services import free_port, wait_until
 
 pytestmark = pytest.mark.services
 
@@ -90,16 +90,6 @@ def write_pools(path: Path, names: list[str], proxy: HAProxyServer, strategy: st
     )
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} within {timeout} s")
-
-
 def control(http: httpx.Client, action: str) -> int:
     return http.post("/rotation/pools/web/actions", json={"action": action}).status_code
 
@@ -152,14 +142,20 @@ def test_rotations_under_load_through_haproxy_and_the_docker_proxy(
     with serving(deployment, port), api(port, deployment.token) as http:
         ready = http.get(f"http://127.0.0.1:{port}/readyz").json()
         assert ready["checks"]["docker_proxy"] == {"status": "ok"}
-        first = wait_for(lambda: pool(http)["active_replica"], 30, "a first active replica")
-        wait_for(lambda: httpx.get(front.url).text.strip() == first, 10, "HAProxy serving it")
+        first = wait_until(
+            lambda: pool(http)["active_replica"], timeout=30, what="a first active replica"
+        )
+        wait_until(
+            lambda: httpx.get(front.url).text.strip() == first,
+            timeout=10,
+            what="HAProxy serving it",
+        )
         start = pool(http)["rotation_count"]
         with Traffic(front.url) as traffic:
-            wait_for(
+            wait_until(
                 lambda: pool(http)["rotation_count"] >= start + MBB_ROTATIONS,
-                120,
-                f"{MBB_ROTATIONS} rotations",
+                timeout=120,
+                what=f"{MBB_ROTATIONS} rotations",
             )
         assert traffic.failures == [], traffic.failures[:10]
         assert {replica for _, replica in traffic.answers} == set(names)
@@ -187,10 +183,10 @@ def test_rotations_under_load_through_haproxy_and_the_docker_proxy(
         assert after_restart["rotation_count"] >= before_restart["rotation_count"]
         start = after_restart["rotation_count"]
         with Traffic(front.url) as traffic:
-            wait_for(
+            wait_until(
                 lambda: pool(http)["rotation_count"] >= start + BBM_ROTATIONS,
-                60,
-                f"{BBM_ROTATIONS} rotations",
+                timeout=60,
+                what=f"{BBM_ROTATIONS} rotations",
             )
         entries = http.get("/rotation/pools/web/history", params={"limit": BBM_ROTATIONS}).json()[
             "entries"
@@ -214,7 +210,11 @@ def test_rotations_under_load_through_haproxy_and_the_docker_proxy(
         assert pool(http)["rotation_count"] == paused_at
         assert control(http, "pause") == 409  # already paused
         assert control(http, "resume") == 202
-        wait_for(lambda: pool(http)["rotation_count"] > paused_at, 15, "a rotation after resume")
+        wait_until(
+            lambda: pool(http)["rotation_count"] > paused_at,
+            timeout=15,
+            what="a rotation after resume",
+        )
         # Held still again: exactly the active replica runs, and HAProxy serves it.
         assert control(http, "pause") == 202
 
@@ -222,7 +222,7 @@ def test_rotations_under_load_through_haproxy_and_the_docker_proxy(
             running = [n for n in names if docker_engine.state(n) == "running"]
             return running == [pool(http)["active_replica"]]
 
-        wait_for(single_active, 15, "a single active replica")
+        wait_until(single_active, timeout=15, what="a single active replica")
         assert httpx.get(front.url).text.strip() == pool(http)["active_replica"]
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "rotation-e2e.json").write_text(json.dumps(report, indent=2) + "\n")
