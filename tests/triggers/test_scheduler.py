@@ -13,7 +13,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from bastion.workflows import graph as graphs
 from bastion.workflows.egress import DEFAULT_DENY, EgressPolicy
 from bastion.workflows.nodes.http_request import new_client
 from bastion.workflows.store import Workflows
+from tests.triggers.conftest import Recorder
 from tests.vault.conftest import owner
 
 QUICK = {"nodes": [{"id": "only", "type": "set", "params": {"values": {"ok": True}}}]}
@@ -58,25 +59,7 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> date
     return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
-@dataclass
-class Parked:
-    """The dispatcher's executor: takes runs and starts none, so a fired run stays queued
-    until a test hands it to the engine itself."""
-
-    name: str = "parked"
-    submitted: list[str] = field(default_factory=list)
-
-    async def submit(self, run_id: str, workspace_id: int) -> None:
-        self.submitted.append(run_id)
-
-    def cancel(self, run_id: str) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-
-def scheduler_on(db: Database, ledger: Ledger, audit: AuditLog, executor: Parked) -> Scheduler:
+def scheduler_on(db: Database, ledger: Ledger, audit: AuditLog, executor: Recorder) -> Scheduler:
     return Scheduler(Gate(Dispatcher(db, ledger, executor, max_input_bytes=64 * 1024), audit))
 
 
@@ -88,7 +71,7 @@ class Rig:
     workflows: Workflows
     triggers: Triggers
     engine: Engine
-    executor: Parked
+    executor: Recorder
     scheduler: Scheduler
 
     async def workflow(self, graph: dict[str, Any] = QUICK, name: str = "wf") -> Workflow:
@@ -158,7 +141,7 @@ async def rig(migrated_db: Database, keyring: Keyring) -> AsyncIterator[Rig]:
     vault = Vault(db, keyring, audit)
     workflows = Workflows(db)
     ledger = Ledger(db)
-    executor = Parked()
+    executor = Recorder()
     async with open_checkpointer(db.url) as checkpointer, new_client() as http:
         engine = Engine(
             ledger=ledger,
@@ -630,7 +613,7 @@ async def test_a_new_scheduler_on_a_new_database_object_continues_without_gap_or
     # ticks at the instant the old one last did (nothing new), then carries on.
     db = Database(rig.db.url)
     try:
-        executor = Parked()
+        executor = Recorder()
         rig.scheduler = scheduler_on(db, Ledger(db), rig.audit, executor)
         assert await rig.tick(T0 + 30 * MINUTE + LAG) == 0
         await rig.drive(T0 + 31 * MINUTE, T0 + 60 * MINUTE, MINUTE)
