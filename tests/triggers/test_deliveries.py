@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.exc import IntegrityError
 
 from bastion.audit.verify import verify
@@ -82,3 +82,16 @@ async def test_a_delivery_that_cannot_be_stored_fails_alone_and_its_batch_still_
     assert results[3] == items[3].run.id
     assert await rig.count(Run) == 4
     assert await rig.count(WebhookDelivery) == 4  # evt-2's claim rolled back with its run
+
+
+def test_the_owners_lookup_walks_the_unique_index_instead_of_scanning() -> None:
+    # SQLite's plan (PostgreSQL plans by statistics): a row-value IN on both key columns
+    # made it scan the whole table for every batch.
+    engine = create_engine("sqlite://")
+    WebhookDelivery.__table__.create(engine)  # type: ignore[attr-defined]
+    query = deliveries._OWNERS.params(trigger_id="t", event_ids=["a", "b", "c"])
+    sql = query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
+    with engine.connect() as conn:
+        plan = [str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]
+    assert any("webhook_deliveries USING" in step for step in plan), plan
+    assert not any(step.startswith("SCAN webhook_deliveries") for step in plan), plan

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select, tuple_
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from bastion.db.database import insert_new
@@ -102,9 +102,10 @@ def store_deliveries(gate: Gate, session: Session, deliveries: Sequence[Accepted
 def _claim(session: Session, deliveries: list[Accepted]) -> dict[tuple[str, str], str]:
     """Record the event ids not seen before; every event id's run, earlier or new.
 
-    Two statements per batch whatever its size: an executemany that skips known ids, and
-    one read of the owners. Concurrent servers on PostgreSQL meet at the unique index: the
-    second insert waits for the first's commit, skips, and then reads its run.
+    Two statements per batch whatever its size (for one trigger): an executemany that
+    skips known ids, and one read of the owners. Concurrent servers on PostgreSQL meet
+    at the unique index: the second insert waits for the first's commit, skips, and
+    then reads its run.
     """
     if not deliveries:
         return {}
@@ -121,20 +122,25 @@ def _claim(session: Session, deliveries: list[Accepted]) -> dict[tuple[str, str]
             for d in deliveries
         ],
     )
+    # Per trigger, so the lookup is `trigger_id = ? AND event_id IN (...)`, which walks
+    # the unique index. A row-value IN on both columns scans the whole table on SQLite,
+    # which made every batch cost more as the table grew.
+    by_trigger: dict[str, list[str]] = {}
+    for d in deliveries:
+        by_trigger.setdefault(d.trigger_id, []).append(str(d.event_id))
     owners: dict[tuple[str, str], str] = {}
-    keys = [(d.trigger_id, d.event_id) for d in deliveries]
-    for start in range(0, len(keys), _CHUNK):
-        rows = session.execute(_OWNERS, {"keys": keys[start : start + _CHUNK]})
-        owners.update({(t, e): run_id for t, e, run_id in rows})
+    for trigger_id, event_ids in by_trigger.items():
+        for start in range(0, len(event_ids), _CHUNK):
+            rows = session.execute(
+                _OWNERS, {"trigger_id": trigger_id, "event_ids": event_ids[start : start + _CHUNK]}
+            )
+            owners.update({(trigger_id, e): run_id for e, run_id in rows})
     return owners
 
 
-_OWNERS = select(
-    WebhookDelivery.trigger_id, WebhookDelivery.event_id, WebhookDelivery.run_id
-).where(
-    tuple_(WebhookDelivery.trigger_id, WebhookDelivery.event_id).in_(
-        bindparam("keys", expanding=True)
-    )
+_OWNERS = select(WebhookDelivery.event_id, WebhookDelivery.run_id).where(
+    WebhookDelivery.trigger_id == bindparam("trigger_id"),
+    WebhookDelivery.event_id.in_(bindparam("event_ids", expanding=True)),
 )
 _INSERTS: dict[str, Any] = {}
 
