@@ -3,6 +3,7 @@ de-duplication, aggregated failure reports, pruning, and what a run gets of a re
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -27,6 +28,7 @@ from bastion.triggers.webhook import (
     AUTH_FAILURES,
     DEDUP_RETENTION,
     Delivery,
+    _Cache,
     _stored_request,
 )
 from tests.triggers.conftest import SECRET, Rig
@@ -147,7 +149,56 @@ async def test_an_overlong_trigger_id_is_not_found_and_caches_a_bounded_key(rig:
     for n in range(3):
         with pytest.raises(NotFound):
             await rig.webhooks.open(str(n) * 20_000, "POST", "203.0.113.5")
-    assert rig.webhooks._triggers and all(len(k) <= 64 for k in rig.webhooks._triggers)
+    cached = rig.webhooks._triggers._values
+    assert cached and all(len(k) <= 64 for k in cached)
+
+
+async def test_concurrent_deliveries_meeting_an_expired_entry_share_one_lookup(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trigger = await rig.hook(scheme="hmac_sha256", secret_credential="hook-secret")
+    lookups: list[str] = []
+    get, id_named = rig.webhooks.triggers.get, rig.webhooks.vault.id_named
+
+    async def counted_get(trigger_id: str) -> Trigger:
+        lookups.append("trigger")
+        return await get(trigger_id)
+
+    async def counted_id_named(workspace_id: int, name: str) -> int:
+        lookups.append("secret")
+        return await id_named(workspace_id, name)
+
+    monkeypatch.setattr(rig.webhooks.triggers, "get", counted_get)
+    monkeypatch.setattr(rig.webhooks.vault, "id_named", counted_id_named)
+    bodies = [json.dumps({"n": n}).encode() for n in range(20)]
+    run_ids = await asyncio.gather(
+        *(send(rig, trigger, body, github(body, f"evt-{n}")) for n, body in enumerate(bodies))
+    )
+    assert len(set(run_ids)) == 20
+    assert sorted(lookups) == ["secret", "trigger"]
+
+
+async def test_an_entry_forgotten_while_its_load_runs_is_loaded_again() -> None:
+    cache = _Cache[int](ttl=60, max_entries=10)
+    release = asyncio.Event()
+    loads: list[int] = []
+
+    async def load() -> int:
+        n = len(loads) + 1
+        loads.append(n)
+        await release.wait()
+        return n
+
+    first = asyncio.create_task(cache.get("t", load))
+    await asyncio.sleep(0)
+    cache.forget("t")  # edited here while the old settings were being read
+    second = asyncio.create_task(cache.get("t", load))
+    await asyncio.sleep(0)
+    release.set()
+    assert await first == 1  # its own waiters get the answer they waited for
+    assert await second == 2
+    assert await cache.get("t", load) == 2  # the stale answer was never kept
+    assert loads == [1, 2]
 
 
 @pytest.mark.parametrize("scheme", signatures.SCHEMES)

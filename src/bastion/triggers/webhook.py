@@ -16,15 +16,17 @@ an audit write before authentication and never counted failures:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
 import hmac
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import Counter
 from sqlalchemy import delete
@@ -62,6 +64,7 @@ TRIGGER_TTL_SECONDS = 2.0  # an edit or a disable reaches every server within th
 SECRET_TTL_SECONDS = 10.0  # a rotation reaches every server within this
 AUTH_FAILURES = "30/minute"  # per source address, across triggers
 DEDUP_RETENTION = timedelta(days=7)
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,45 @@ class Delivery:
     body: bytes
     source_ip: str
     request_id: str = ""
+
+
+class _Cache(Generic[V]):
+    """Values kept `ttl` seconds. Concurrent misses of a key share one load: a flood that
+    meets an expired entry would otherwise run the same queries once per request."""
+
+    def __init__(self, ttl: float, max_entries: int) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._values: dict[str, tuple[float, V]] = {}
+        self._loading: dict[str, asyncio.Task[V]] = {}
+
+    async def get(self, key: str, load: Callable[[], Awaitable[V]]) -> V:
+        cached = self._values.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        task = self._loading.get(key)
+        if task is None:
+            task = self._loading[key] = asyncio.create_task(self._load(key, load))
+        # Shielded: a client that hangs up must not cancel the load others wait for.
+        return await asyncio.shield(task)
+
+    async def _load(self, key: str, load: Callable[[], Awaitable[V]]) -> V:
+        task = asyncio.current_task()
+        try:
+            value = await load()
+            if self._loading.get(key) is task:  # not forgotten meanwhile
+                if len(self._values) >= self.max_entries:
+                    self._values.clear()
+                self._values[key] = (time.monotonic() + self.ttl, value)
+            return value
+        finally:
+            if self._loading.get(key) is task:
+                del self._loading[key]
+
+    def forget(self, key: str) -> None:
+        """Drop `key`; a load in progress keeps its answer for its waiters only."""
+        self._values.pop(key, None)
+        self._loading.pop(key, None)
 
 
 @dataclass
@@ -108,14 +150,15 @@ class Webhooks:
         self.audit = audit
         self.workflows = workflows
         self.writer = DeliveryWriter(gate)
-        self._triggers: dict[str, tuple[float, Intake | None]] = {}
-        self._keys: dict[str, tuple[float, list[bytes]]] = {}
+        # Bounded: trigger ids in paths are the sender's choice.
+        self._triggers = _Cache[Intake | None](TRIGGER_TTL_SECONDS, max_entries=10_000)
+        self._keys = _Cache[list[bytes]](SECRET_TTL_SECONDS, max_entries=10_000)
         self._failures: dict[str, _Failures] = {}
 
     def forget(self, trigger_id: str) -> None:
         """Drop what this process cached of a trigger (it was edited or deleted here)."""
-        self._triggers.pop(trigger_id, None)
-        self._keys.pop(trigger_id, None)
+        self._triggers.forget(trigger_id)
+        self._keys.forget(trigger_id)
 
     async def check_secret(self, workspace_id: int, settings: WebhookSettings) -> None:
         """Fail closed at configuration time: an enabled webhook with a scheme must name
@@ -153,24 +196,18 @@ class Webhooks:
         # Cut as Triggers.get cuts it: a cached miss then costs at most 64 characters,
         # however long the path an attacker sends.
         trigger_id = trigger_id[:64]
-        now = time.monotonic()
-        cached = self._triggers.get(trigger_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        intake = None
+        return await self._triggers.get(trigger_id, lambda: self._load_intake(trigger_id))
+
+    async def _load_intake(self, trigger_id: str) -> Intake | None:
         try:
             trigger = await self.triggers.get(trigger_id)
-            if trigger.kind == "webhook" and trigger.enabled:
-                settings = settings_of(trigger)
-                assert isinstance(settings, WebhookSettings)
-                workflow = await self.workflows.get(trigger.workflow_id)
-                intake = Intake(trigger, workflow, settings)
+            if trigger.kind != "webhook" or not trigger.enabled:
+                return None
+            settings = settings_of(trigger)
+            assert isinstance(settings, WebhookSettings)
+            return Intake(trigger, await self.workflows.get(trigger.workflow_id), settings)
         except NotFound:
-            pass
-        if len(self._triggers) > 10_000:  # bounded: ids are the attacker's choice
-            self._triggers.clear()
-        self._triggers[trigger_id] = (now + TRIGGER_TTL_SECONDS, intake)
-        return intake
+            return None
 
     # -- with the body ------------------------------------------------------------------
 
@@ -230,12 +267,11 @@ class Webhooks:
         settings = intake.settings
         if settings.scheme == "none" or settings.secret_credential is None:
             return []
-        now = time.monotonic()
-        cached = self._keys.get(intake.trigger.id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        keys: list[bytes] = []
-        trigger = intake.trigger
+        return await self._keys.get(intake.trigger.id, lambda: self._load_keys(intake))
+
+    async def _load_keys(self, intake: Intake) -> list[bytes]:
+        trigger, settings = intake.trigger, intake.settings
+        assert settings.secret_credential is not None
         context = AccessContext(
             f"trigger:{trigger.id}", trigger.workspace_id, workflow_id=trigger.workflow_id
         )
@@ -246,7 +282,7 @@ class Webhooks:
             versions = await self.vault.resolve_recent(
                 context, credential_id, timedelta(seconds=settings.rotation_grace_seconds)
             )
-            keys = [
+            return [
                 signatures.key_bytes(settings.scheme, fields[settings.secret_field].reveal())
                 for fields in versions
                 if settings.secret_field in fields
@@ -254,8 +290,7 @@ class Webhooks:
         except BastionError as exc:
             # Fail closed: no key, so every delivery is refused until it is fixed.
             log.warning("webhook %s: its secret cannot be used: %s", trigger.id, exc)
-        self._keys[trigger.id] = (now + SECRET_TTL_SECONDS, keys)
-        return keys
+            return []
 
     # -- failed authentication, aggregated ----------------------------------------------
 
